@@ -1,0 +1,11 @@
+"""hgraph: causal graph theory and exact discrete ground truth.
+
+Pure Python + networkx + numpy (never torch), so the graph tools import instantly and can be used
+on their own, e.g. through the ``hgraph`` console script.
+"""
+
+from .admg import ADMG, GraphError, as_set
+from .docalc import rule1, rule2, rule3
+from .factor import Factor, FactorError
+
+__all__ = ["ADMG", "GraphError", "as_set", "rule1", "rule2", "rule3", "Factor", "FactorError"]
