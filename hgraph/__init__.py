@@ -7,5 +7,7 @@ on their own, e.g. through the ``hgraph`` console script.
 from .admg import ADMG, GraphError, as_set
 from .docalc import rule1, rule2, rule3
 from .factor import Factor, FactorError
+from .scm import DiscreteSCM, cf_name
 
 __all__ = ["ADMG", "GraphError", "as_set", "rule1", "rule2", "rule3", "Factor", "FactorError"]
+__all__ += ["DiscreteSCM", "cf_name"]
