@@ -660,8 +660,13 @@ class DiscreteSCM:
             q = self.noise[v]
             cum = np.cumsum(q)
             e = np.minimum(np.searchsorted(cum, u * cum[-1], side="right"), q.size - 1)
-            idx = tuple(vals[p] for p in self.parents[v]) + (e,)
-            vals[v] = self.functions[v][idx].astype(np.int64)
+            f = self.functions[v]
+            flat = e
+            stride = q.size
+            for p in reversed(self.parents[v]):  # row-major flat index into the mechanism table
+                flat = flat + vals[p] * stride
+                stride *= self.cards[p]
+            vals[v] = f.ravel()[flat]
         names = list(self.nodes) + (list(self.hidden) if hidden else [])
         return {v: vals[v] for v in names}
 
