@@ -11,3 +11,18 @@ from .scm import DiscreteSCM, cf_name
 
 __all__ = ["ADMG", "GraphError", "as_set", "rule1", "rule2", "rule3", "Factor", "FactorError"]
 __all__ += ["DiscreteSCM", "cf_name"]
+from .hgraph import HGraph, build_hgraph, build_hgraphs
+from .plan import (
+    DatasetSpec,
+    PlanError,
+    TrainingPlan,
+    ancestor_set,
+    ancestor_set_bruteforce,
+    is_modular,
+    training_plan,
+)
+
+__all__ += [
+    "HGraph", "build_hgraph", "build_hgraphs", "DatasetSpec", "PlanError", "TrainingPlan",
+    "ancestor_set", "ancestor_set_bruteforce", "is_modular", "training_plan",
+]

@@ -386,7 +386,7 @@ class ADMG:
         """All pairs of nodes that share a confounder (pairs from larger latent groups included)."""
         out = set()
         for ms in self._groups.values():
-            for a, b in itertools.combinations(self.sorted(ms), 2):
+            for a, b in itertools.combinations(sorted(ms, key=self._index.__getitem__), 2):
                 out.add((a, b))
         return sorted(out, key=lambda e: (self._index[e[0]], self._index[e[1]]))
 
@@ -408,6 +408,10 @@ class ADMG:
         return sorted(nodes, key=self._topo_pos)
 
     def _topo_pos(self, n: str) -> int:
+        return self._topo_index[n]
+
+    def position(self, n: str) -> int:
+        """Position of ``n`` in :meth:`topological_order`."""
         return self._topo_index[n]
 
     # ------------------------------------------------------------------ family relations
