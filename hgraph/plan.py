@@ -32,6 +32,13 @@ starting from ``S = H \\ I``: each rule adds only nodes that every valid superse
 supply), and the loop stops at a valid set. Each round is O(|V| + |E|) and adds at least one node,
 so the search is O(|V| (|V| + |E|)) instead of O(2^|An(H)|).
 
+Training order: step ``H`` needs the modules of ``A`` trained, so the plan orders h-nodes by the
+H-graph edges *plus* the edges "h-node owning a ∈ A -> H". The H-graph of Definition 4.3 alone
+does not always suffice: ancestor sets of two h-nodes can need each other's modules (e.g.
+``V1 -> V4 -> V0 -> V7 -> V2, V1 <-> V2`` with ``V4, V0`` in a second c-component whose own set
+needs ``V1, V2``). Such h-nodes are merged (strongly connected components of the dependency
+graph) and planned again; the plan reports every merge.
+
 Dataset selection: the observational c-factors of H are needed once; a dataset ``do(I)`` is
 *needed* only when ``I ∩ H ≠ ∅`` (otherwise its c-factors of H equal the observational ones,
 Appendix D.2.2) and used as a proxy only when no observational dataset can train H (D.2.3).
