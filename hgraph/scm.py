@@ -398,7 +398,7 @@ class DiscreteSCM:
             while h in g or h in hnames.values():
                 h = "_" + h
             hnames[name] = h
-        lat_cards = cls._card_map(latent_card, list(groups), "latent_card")
+        lat_cards = cls._card_map(latent_card, list(groups), "latent_card", "latent group")
         all_cards = dict(obs_cards)
         parents: dict[str, list[str]] = {v: g.sorted(g.pa(v)) for v in g.nodes}
         functions, priors = {}, {}
@@ -437,12 +437,12 @@ class DiscreteSCM:
         return p / p.sum(axis=1, keepdims=True)
 
     @staticmethod
-    def _card_map(cards, names, what) -> dict[str, int]:
+    def _card_map(cards, names, what, noun="variable") -> dict[str, int]:
         names = list(names)
         if isinstance(cards, Mapping):
             unknown = [v for v in cards if v not in names]
             if unknown:
-                raise ValueError(f"{what} mentions unknown variable(s) {unknown}; known: {names}")
+                raise ValueError(f"{what} mentions unknown {noun}(s) {unknown}; known: {names}")
             missing = [v for v in names if v not in cards]
             if missing:
                 raise ValueError(f"{what} gives no cardinality for {missing}")
