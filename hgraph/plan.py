@@ -254,12 +254,15 @@ def ancestor_set(g: ADMG, hnode, targets=(), observed=None) -> frozenset:
     return frozenset(S) - H
 
 
-def ancestor_set_bruteforce(g: ADMG, hnode, targets=(), observed=None, max_candidates: int = 1 << 22):
-    """Algorithm 7 transcribed: enumerate subsets of ``An_{G_{bar I}}(H) \\ H`` by size.
+def ancestor_set_bruteforce(g: ADMG, hnode, targets=(), observed=None, max_candidates: int = 1 << 22,
+                            exhaustive: bool = False):
+    """Algorithm 7 transcribed: enumerate subsets of ``An_{G_{bar I}}(H) \\ H``.
 
-    Exponential; kept as a reference for tests and the benchmark. Returns the first smallest
-    valid set in a deterministic enumeration order, or raises ``PlanError`` when the number of
-    candidates exceeds ``max_candidates``.
+    With ``exhaustive=True`` every subset is tested and the first strictly smallest valid one is
+    kept, exactly as lines 5-8 of Algorithm 7 are written; otherwise subsets are enumerated by
+    increasing size and the first valid one is returned. Exponential either way; kept as the
+    reference for tests and the benchmark. Raises ``PlanError`` when the number of candidates
+    exceeds ``max_candidates``.
     """
     g = ADMG.load(g)
     H = g.check_nodes(hnode, "ancestor_set")
@@ -271,6 +274,15 @@ def ancestor_set_bruteforce(g: ADMG, hnode, targets=(), observed=None, max_candi
     pool = g.sorted(_reach(Y, pa) - H - I)
     if 2 ** len(pool) > max_candidates:
         raise PlanError(f"brute force over {len(pool)} ancestors exceeds {max_candidates} candidates")
+    if exhaustive:
+        best = None
+        for mask in range(2 ** len(pool)):
+            cand = frozenset(v for i, v in enumerate(pool) if mask >> i & 1)
+            if (best is None or len(cand) < len(best)) and is_modular(g, Y | cand, I, observed):
+                best = cand
+        if best is None:
+            raise PlanError("no valid ancestor set (should not happen: An(H) is always valid)")
+        return best
     for k in range(len(pool) + 1):
         for cand in itertools.combinations(pool, k):
             if is_modular(g, Y | frozenset(cand), I, observed):
