@@ -369,9 +369,9 @@ class TrainingPlan:
         lines = [f"Training plan for {g.to_string()}", "Datasets:"]
         for d in self.datasets:
             lines.append(f"  {d.describe(g)}")
-        lines.append("H-graph: " + "  ".join(
+        lines.append("h-nodes: " + "  ".join(
             f"H{s.index}=[{', '.join(s.hnode)}]" for s in self.steps) + (
-            "   edges: " + ", ".join(f"H{a}->H{b}" for a, b in self.edges) if self.edges else "   (no edges)"))
+            "   order: " + ", ".join(f"H{a}->H{b}" for a, b in self.edges) if self.edges else "   (no order constraints)"))
         for m in self.merges:
             lines.append(f"  merged {m}: their ancestor sets need each other's modules")
         rows = [("stage", "h-node", "dataset", "match", "frozen A", "from data", "role")]
