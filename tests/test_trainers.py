@@ -5,7 +5,6 @@ from __future__ import annotations
 import math
 import os
 import random
-from pathlib import Path
 
 import numpy as np
 import pytest
@@ -26,10 +25,19 @@ from trainers import (
     load_checkpoint,
     pack,
     resolve_device,
-    save_checkpoint,
     seed_everything,
     set_rng_state,
 )
+
+
+@pytest.fixture(autouse=True)
+def _one_thread():
+    """Tiny models: one intra-op thread is fastest and robust to a busy machine (OpenMP threads
+    spin-waiting for a core otherwise slow these tests down by an order of magnitude)."""
+    n = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(n)
 
 
 def _critic(d_in: int, hidden: int = 32) -> nn.Module:

@@ -20,7 +20,7 @@ import random
 import sys
 import tempfile
 import time
-from collections.abc import Callable, Iterable, Iterator, Mapping
+from collections.abc import Iterable, Iterator, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -88,20 +88,22 @@ class StopTraining(Exception):
 def seed_everything(seed: int, *, deterministic: bool = True) -> int:
     """Seed Python's ``random``, NumPy's global RNG and torch (CPU and all CUDA devices).
 
-    With ``deterministic=True`` cuDNN autotuning is switched off and torch is asked for
-    deterministic algorithms (``warn_only=True``: an op without a deterministic kernel warns
-    instead of failing).  On CPU, the same seed then gives bitwise identical results.
-    Returns the seed.
+    On CPU, the same seed then gives bitwise identical results (for a fixed number of threads).
+    With ``deterministic=True`` and CUDA available, cuDNN autotuning is switched off and torch is
+    asked for deterministic algorithms (``warn_only=True``: an op without a deterministic kernel
+    warns instead of failing).  That global switch is skipped on CPU-only machines, where it is
+    not needed and costs seconds at first use.  Returns the seed.
     """
     seed = int(seed)
     random.seed(seed)
     np.random.seed(seed % 2**32)
     torch.manual_seed(seed)  # also seeds every CUDA device
     if deterministic:
-        os.environ.setdefault("CUBLAS_WORKSPACE_CONFIG", ":4096:8")
         torch.backends.cudnn.deterministic = True
         torch.backends.cudnn.benchmark = False
-        torch.use_deterministic_algorithms(True, warn_only=True)
+        if torch.cuda.is_available():
+            os.environ.setdefault("CUBLAS_WORKSPACE_CONFIG", ":4096:8")
+            torch.use_deterministic_algorithms(True, warn_only=True)
     return seed
 
 
