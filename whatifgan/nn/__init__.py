@@ -1,0 +1,37 @@
+"""Networks of the toolkit: mechanisms (generators), critics, heads, and the config registry.
+
+Importing this package registers the built-in architectures (``mlp``, ``critic_mlp``,
+``pretrained``) with :func:`build`.
+"""
+
+from .gumbel import GumbelSample, GumbelSoftmax, TemperatureSchedule, gumbel_softmax, sample_gumbel
+from .mlp import MLPCritic, MLPGenerator, ResidualBlock
+from .registry import (
+    GeneratorOutput,
+    PretrainedModule,
+    UnknownModuleError,
+    build,
+    build_from_config,
+    get_constructor,
+    register_module,
+    registered,
+)
+
+__all__ = [
+    "GeneratorOutput",
+    "GumbelSample",
+    "GumbelSoftmax",
+    "MLPCritic",
+    "MLPGenerator",
+    "PretrainedModule",
+    "ResidualBlock",
+    "TemperatureSchedule",
+    "UnknownModuleError",
+    "build",
+    "build_from_config",
+    "get_constructor",
+    "gumbel_softmax",
+    "register_module",
+    "registered",
+    "sample_gumbel",
+]
