@@ -25,6 +25,7 @@ from trainers import (
     load_checkpoint,
     pack,
     resolve_device,
+    save_checkpoint,
     seed_everything,
     set_rng_state,
 )
@@ -338,6 +339,17 @@ def test_seed_and_rng_state_round_trip():
     b = (random.random(), np.random.rand(), torch.rand(2))
     set_rng_state(state)
     assert (random.random(), np.random.rand()) == b[:2] and torch.equal(torch.rand(2), b[2])
+
+
+def test_save_load_checkpoint_round_trip(tmp_path):
+    path = save_checkpoint(tmp_path / "sub" / "x.pt", {"w": torch.arange(3), "name": "a"})
+    ck = load_checkpoint(path)
+    assert torch.equal(ck["w"], torch.arange(3)) and ck["name"] == "a"
+    with pytest.raises(CheckpointError, match=r"x.pt.*written by None"):
+        load_checkpoint(path, kind="WGANGPTrainer")
+    torch.save({"w": 1}, tmp_path / "foreign.pt")
+    with pytest.raises(CheckpointError, match="foreign.pt.*not a trainers checkpoint"):
+        load_checkpoint(tmp_path / "foreign.pt")
 
 
 def test_tensordict_loader_resume_and_shards():

@@ -441,14 +441,17 @@ def save_checkpoint(path: str | os.PathLike, payload: Mapping[str, Any]) -> Path
 
     The file is written to a temporary file in the same directory, flushed and fsync'ed, then
     moved over ``path`` with :func:`os.replace`; a crash at any moment leaves either the old
-    checkpoint or the new one, never a half-written file.
+    checkpoint or the new one, never a half-written file.  The format marker checked by
+    :func:`load_checkpoint` is added to the payload if missing.
     """
     path = Path(path)
+    payload = dict(payload)
+    payload.setdefault(_FORMAT_KEY, CHECKPOINT_FORMAT_VERSION)
     path.parent.mkdir(parents=True, exist_ok=True)
     fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
     try:
         with os.fdopen(fd, "wb") as f:
-            torch.save(dict(payload), f)
+            torch.save(payload, f)
             f.flush()
             os.fsync(f.fileno())
         os.replace(tmp, path)
