@@ -1,0 +1,278 @@
+"""Modular (and joint) WhatIfGAN training of a DCM (Algorithms 2, 3, 4 and 7).
+
+:func:`train` walks an ``hgraph`` training plan: for every h-node ``H`` (in dependency order) and
+every dataset the plan uses for it, one critic compares the joint ``Q(S ∩ V_D | do(X))`` of the DCM
+with the data's ``P(S ∩ V_D | X)``, where ``S = (H \\ I) ∪ A`` and ``X = Pa(S) \\ S`` is taken from
+the real batch and fed into the DCM as an intervention (Eq. 3 / Eq. 10). Only ``H``'s mechanisms
+move; the mechanisms of ``A`` are frozen (already trained or pretrained) but gradients flow through
+them. The generic loop (critics, gradient penalty, n_critic, checkpoints, TensorBoard, progress)
+is :class:`trainers.WGANGPTrainer`.
+
+Joint training (Algorithm 3: all mechanisms at once, one loss per dataset over every variable it
+contains) is the same code with a one-step plan (:func:`joint_plan`).
+
+Checkpoints (``run_dir``): ``hnode{i}.pt`` after every completed h-node (an h-node whose file
+exists is not retrained when resuming), ``hnode{i}.partial.pt`` every ``checkpoint_every`` steps
+inside an h-node (resume continues from there), and ``model.pt`` + ``manifest.json`` at the end.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import time
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import torch
+
+from hgraph import ADMG, TrainingPlan, training_plan
+from hgraph.plan import DatasetUse, PlanStep
+from trainers.core import (
+    TensorBoardLogger,
+    TensorDictLoader,
+    load_checkpoint,
+    save_checkpoint,
+    seed_everything,
+)
+from trainers.wgan import WGANGPConfig, WGANGPTrainer
+
+from .data.tabular import DataError, Dataset
+from .dcm import DCM
+from .nn.gumbel import TemperatureSchedule
+from .nn.registry import build
+
+__all__ = ["TrainConfig", "TrainResult", "train", "joint_plan", "plan_for"]
+
+
+@dataclass
+class TrainConfig:
+    """Training hyper-parameters (defaults: the paper's Appendix F.1.1 where it gives them)."""
+
+    mode: str = "modular"            #: "modular" (Algorithm 2/7) or "joint" (Algorithm 3)
+    steps: int = 2000                #: generator steps per h-node (joint: in total)
+    batch_size: int = 256
+    lr: float = 5e-4
+    critic_lr: float | None = None
+    n_critic: int = 5
+    gp_lambda: float = 10.0
+    pac: int = 1
+    critic_hidden: tuple = (256, 256)
+    t0: float = 1.0                  #: Gumbel-softmax temperature max(t0 exp(-r t), t_min)
+    t_min: float = 0.1
+    anneal_steps: int | None = None  #: steps to reach t_min (default: 2/3 of ``steps``)
+    eval_every: int = 0              #: call the evaluator every N steps (0: only at the end)
+    checkpoint_every: int = 500
+    time_budget: float | None = None  #: seconds per h-node
+    seed: int = 0
+    device: str = "auto"
+    progress: bool = True
+
+    @classmethod
+    def from_dict(cls, d: Mapping[str, Any] | None) -> "TrainConfig":
+        d = dict(d or {})
+        valid = {f.name for f in dataclasses.fields(cls)}
+        bad = sorted(set(d) - valid)
+        if bad:
+            raise ValueError(f"unknown training option(s) {bad}; valid: {sorted(valid)}")
+        if "critic_hidden" in d:
+            d["critic_hidden"] = tuple(d["critic_hidden"])
+        return cls(**d)
+
+
+@dataclass
+class TrainResult:
+    plan: Any
+    seconds: float
+    steps: list = field(default_factory=list)  # per h-node: dict(index, hnode, seconds, steps, skipped)
+    history: list = field(default_factory=list)  # evaluator outputs: dict(time, step, hnode, **metrics)
+
+
+def joint_plan(graph, datasets) -> TrainingPlan:
+    """A one-step plan that trains every mechanism at once (Algorithm 3).
+
+    For each dataset ``D ~ P_I(V_D)``: the DCM is intervened on the targets ``I`` (values from the
+    batch) and the critic compares all of ``V_D \\ I`` (plus ``I``).
+    """
+    g = ADMG.load(graph)
+    base = training_plan(g, datasets, strict=False)
+    allv = list(g.topological_order())
+    uses = []
+    for d in base.datasets:
+        obs = d.observed(g)
+        trained = [v for v in allv if v not in d.targets]
+        uses.append(DatasetUse(
+            dataset=d.name, targets=g.sorted(d.targets), role="joint", trained=trained, ancestors=[],
+            joint=trained, compared=[v for v in trained if v in obs], conditioning=g.sorted(d.targets),
+            hidden=[v for v in trained if v not in obs]))
+    step = PlanStep(index=0, hnode=allv, components=[g.sorted(c) for c in g.c_components()], stage=0,
+                    depends_on=[], uses=uses)
+    return TrainingPlan(g, base.hgraph, base.datasets, [step], [])
+
+
+def plan_for(dcm: DCM, datasets: Sequence[Dataset], mode: str = "modular") -> TrainingPlan:
+    specs = [d.spec() for d in datasets]
+    if mode == "joint":
+        return joint_plan(dcm.graph, specs)
+    if mode != "modular":
+        raise ValueError(f"unknown training mode {mode!r}; use 'modular' or 'joint'")
+    return training_plan(dcm.graph, specs, pretrained=dcm.plugins)
+
+
+def _encode(dcm: DCM, ds: Dataset, keys: Sequence[str], device) -> dict[str, torch.Tensor]:
+    out = {}
+    for k in keys:
+        if k not in ds.columns:
+            raise DataError(f"dataset {ds.name!r} has no column {k!r} needed by the plan")
+        out[k] = dcm.variables[k].encode(ds.columns[k]).to(device=device, dtype=torch.get_default_dtype())
+    return out
+
+
+def _step_key(step: PlanStep) -> str:
+    return ",".join(step.hnode)
+
+
+def train(dcm: DCM, datasets: Sequence[Dataset], config: TrainConfig | Mapping | None = None, *,
+          plan: TrainingPlan | None = None, run_dir: str | Path | None = None, resume: bool = False,
+          evaluator: Callable[[DCM], Mapping[str, float]] | None = None,
+          logger: TensorBoardLogger | None = None, on_step_done: Callable[[PlanStep], None] | None = None
+          ) -> TrainResult:
+    """Train ``dcm`` on ``datasets`` following the modular plan (or the joint one).
+
+    ``evaluator(dcm) -> {metric: value}`` is called every ``eval_every`` steps and after every
+    h-node; its values are logged to TensorBoard and kept in ``TrainResult.history``.
+    """
+    cfg = config if isinstance(config, TrainConfig) else TrainConfig.from_dict(config)
+    datasets = list(datasets)
+    names = [d.name for d in datasets]
+    if len(set(names)) != len(names):
+        raise DataError(f"dataset names must be unique, got {names}")
+    for d in datasets:
+        d.validate(dcm.graph, dcm.variables)
+    from trainers.core import resolve_device
+
+    device = resolve_device(cfg.device)
+    dcm.to(device)
+    plan = plan or plan_for(dcm, datasets, cfg.mode)
+    by_name = {d.name: d for d in datasets}
+    run = Path(run_dir) if run_dir is not None else None
+    if run is not None:
+        run.mkdir(parents=True, exist_ok=True)
+    if logger is None:
+        logger = TensorBoardLogger(run / "tb" / "summary" if run is not None else None, enabled=run is not None)
+    result = TrainResult(plan=plan, seconds=0.0)
+    t_start = time.perf_counter()
+    anneal = cfg.anneal_steps or max(1, (2 * cfg.steps) // 3)
+    schedule = TemperatureSchedule.reaching(anneal, t0=cfg.t0, t_min=cfg.t_min)
+
+    for step in plan.steps:
+        trainable = [v for v in step.hnode if v not in dcm.plugins and v not in step.pretrained]
+        info = {"index": step.index, "hnode": step.hnode, "seconds": 0.0, "steps": 0, "skipped": None}
+        done_file = run / f"hnode{step.index}.pt" if run is not None else None
+        if not trainable or not step.uses:
+            info["skipped"] = "pretrained" if not trainable else "no dataset"
+            result.steps.append(info)
+            continue
+        if done_file is not None and done_file.exists() and resume:
+            ck = load_checkpoint(done_file)
+            if ck.get("hnode") != step.hnode:
+                raise ValueError(f"{done_file} holds h-node {ck.get('hnode')}, the plan expects {step.hnode}; "
+                                 f"use a fresh run directory")
+            for v in trainable:
+                dcm.mechanisms[v].load_state_dict(ck["mechanisms"][v])
+            info["skipped"] = "checkpoint"
+            result.steps.append(info)
+            continue
+        seed_everything(cfg.seed * 1000 + step.index)
+        t0 = time.perf_counter()
+        dcm.freeze(dcm.graph.nodes)
+        dcm.unfreeze(trainable)
+        uses = step.uses
+        critics, loaders, keys = [], [], []
+        for j, u in enumerate(uses):
+            ds = by_name[u.dataset]
+            k = list(u.compared) + list(u.conditioning)
+            keys.append(k)
+            tensors = _encode(dcm, ds, k, device)
+            in_dim = sum(dcm.variables[x].dim for x in k)
+            critics.append(build("critic_mlp", in_dim=in_dim, hidden=cfg.critic_hidden, pac=cfg.pac).to(device))
+            loaders.append(TensorDictLoader(tensors, min(cfg.batch_size, len(ds)), seed=cfg.seed * 7919 + 31 * step.index + j))
+
+        def sampler(real: Mapping[str, torch.Tensor], i: int, uses=uses) -> dict[str, torch.Tensor]:
+            u = uses[i]
+            n = next(iter(real.values())).shape[0]
+            do = {x: real[x] for x in u.conditioning}
+            out = dcm(n, do=do, only=u.compared)
+            fake = {x: out[x] for x in u.compared}
+            fake.update(do)
+            return fake
+
+        def temp_cb(t: int) -> float:
+            return schedule.apply(dcm, t)
+
+        prefix = f"hnode{step.index}"
+        wcfg = WGANGPConfig(lr=cfg.lr, critic_lr=cfg.critic_lr, n_critic=cfg.n_critic, gp_lambda=cfg.gp_lambda,
+                            pac=cfg.pac, max_steps=cfg.steps, time_budget=cfg.time_budget,
+                            checkpoint_every=cfg.checkpoint_every if run is not None else None,
+                            checkpoint_path=(run / f"{prefix}.partial.pt") if run is not None else None,
+                            progress=None if cfg.progress else False)
+        step_logger = TensorBoardLogger(run / "tb" / prefix if run is not None else None, enabled=run is not None)
+        trainer = WGANGPTrainer(dcm.parameters_of(trainable), critics, loaders, sampler, keys, config=wcfg,
+                                dataset_names=[u.dataset for u in uses], device=device, logger=step_logger,
+                                checkpoint_modules={f"mech/{v}": dcm.mechanisms[v] for v in trainable},
+                                temperature_callback=temp_cb)
+        if evaluator is not None and cfg.eval_every:
+            def hook(tr, step=step):
+                m = dict(evaluator(dcm))
+                result.history.append({"time": time.perf_counter() - t_start, "step": tr.step,
+                                       "hnode": step.index, **m})
+                return m
+
+            trainer.add_hook(hook, every=cfg.eval_every, name="eval")
+        partial = run / f"{prefix}.partial.pt" if run is not None else None
+        if resume and partial is not None and partial.exists():
+            trainer.load_checkpoint(partial)
+        trainer.train()
+        step_logger.flush()
+        dcm.freeze(trainable)
+        info["seconds"] = time.perf_counter() - t0
+        info["steps"] = trainer.step
+        result.steps.append(info)
+        if done_file is not None:
+            save_checkpoint(done_file, {"hnode": step.hnode,
+                                        "mechanisms": {v: dcm.mechanisms[v].state_dict() for v in trainable}})
+            if partial is not None and partial.exists():
+                partial.unlink()
+        if evaluator is not None:
+            m = dict(evaluator(dcm))
+            result.history.append({"time": time.perf_counter() - t_start, "step": trainer.step,
+                                   "hnode": step.index, **m})
+            logger.scalars(m, step.index, prefix="after_hnode/")
+        if on_step_done is not None:
+            on_step_done(step)
+    dcm.eval()
+    result.seconds = time.perf_counter() - t_start
+    logger.flush()
+    if run is not None:
+        save_model(dcm, run, plan=plan, datasets=datasets, config=cfg)
+    return result
+
+
+def save_model(dcm: DCM, run: Path, *, plan=None, datasets=(), config=None) -> Path:
+    """``model.pt`` (weights, loadable with ``weights_only=True``) and ``manifest.json``."""
+    save_checkpoint(run / "model.pt", {"state_dict": dcm.state_dict()})
+    manifest = {
+        "graph": dcm.graph.to_dict(),
+        "variables": dcm.variables.to_config(),
+        "model": {"noise_dim": dcm.noise_dim, "conf_dim": dcm.conf_dim},
+        "datasets": [{"name": d.name, "targets": list(d.targets), "variables": list(d.columns)} for d in datasets],
+        "plugins": dcm.plugins,
+        "train": dataclasses.asdict(config) if config is not None else None,
+        "plan": plan.to_dict() if plan is not None else None,
+    }
+    tmp = run / "manifest.json.tmp"
+    tmp.write_text(json.dumps(manifest, indent=1, default=str))
+    tmp.replace(run / "manifest.json")
+    return run / "model.pt"
