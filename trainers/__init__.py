@@ -1,7 +1,8 @@
 """trainers: generic PyTorch training loops (no knowledge of causal graphs).
 
 Never imports ``hgraph`` or ``whatifgan``; the toolkit builds sampler closures and critics and
-hands them to these loops.
+hands them to these loops.  Multi-process data parallelism: :mod:`trainers.distributed`
+(imported on demand).
 """
 
 from .classifier import ClassifierConfig, ClassifierTrainer, TemperatureScaled, fit_temperature
@@ -21,6 +22,7 @@ from .core import (
     save_checkpoint,
     seed_everything,
     set_rng_state,
+    unwrap_model,
 )
 from .wgan import WGANGPConfig, WGANGPTrainer, gradient_penalty, pack
 
@@ -48,4 +50,5 @@ __all__ = [
     "save_checkpoint",
     "seed_everything",
     "set_rng_state",
+    "unwrap_model",
 ]

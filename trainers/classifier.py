@@ -34,6 +34,7 @@ from .core import (
     cycle,
     move_to_device,
     resolve_device,
+    unwrap_model,
 )
 
 __all__ = ["ClassifierConfig", "ClassifierTrainer", "TemperatureScaled", "fit_temperature"]
@@ -62,12 +63,6 @@ class ClassifierConfig:
         if self.lr <= 0:
             raise ValueError(f"lr must be positive, got {self.lr}")
         self.betas = tuple(self.betas)
-
-
-def _unwrap(model: nn.Module) -> nn.Module:
-    """The module inside a DistributedDataParallel/DataParallel wrapper (for checkpoints)."""
-    return getattr(model, "module", model) if isinstance(
-        model, (nn.parallel.DistributedDataParallel, nn.DataParallel)) else model
 
 
 def fit_temperature(logits: Tensor, targets: Tensor, *, max_iter: int = 100) -> float:
@@ -177,7 +172,7 @@ class ClassifierTrainer:
             stateful["loader"] = loader
         if early_stopping is not None:
             stateful["early_stopping"] = early_stopping
-        self.state = TrainState(kind=self.kind, modules={"model": _unwrap(model)},
+        self.state = TrainState(kind=self.kind, modules={"model": unwrap_model(model)},
                                 optimizers={"model": self.optimizer}, stateful=stateful,
                                 meta={"input_keys": self.input_keys, "target_key": target_key})
         self._iter = None
@@ -317,7 +312,7 @@ class ClassifierTrainer:
 
     def calibrated_model(self) -> TemperatureScaled:
         """The (unwrapped) model with the fitted temperature, as an ``nn.Module``."""
-        return TemperatureScaled(_unwrap(self.model), self.temperature)
+        return TemperatureScaled(unwrap_model(self.model), self.temperature)
 
     # ------------------------------------------------------------------ checkpoints
     def save_checkpoint(self, path: str | os.PathLike | None = None):

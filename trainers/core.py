@@ -48,6 +48,7 @@ __all__ = [
     "save_checkpoint",
     "seed_everything",
     "set_rng_state",
+    "unwrap_model",
 ]
 
 CHECKPOINT_FORMAT_VERSION = 1
@@ -187,6 +188,14 @@ def resolve_device(device: str | torch.device | None = "auto") -> torch.device:
         if mps is None or not mps.is_available():
             raise RuntimeError("device 'mps' requested but MPS is not available here")
     return dev
+
+
+def unwrap_model(module: nn.Module) -> nn.Module:
+    """The module inside a ``DistributedDataParallel``/``DataParallel`` wrapper (checkpoints
+    store the unwrapped module, so they load with or without distribution)."""
+    if isinstance(module, (nn.parallel.DistributedDataParallel, nn.DataParallel)):
+        return module.module
+    return module
 
 
 def move_to_device(batch: Any, device: torch.device | str | None) -> Any:

@@ -53,6 +53,7 @@ from .core import (
     move_to_device,
     resolve_device,
     set_rng_state,
+    unwrap_model,
 )
 
 __all__ = ["WGANGPConfig", "WGANGPTrainer", "gradient_penalty", "pack"]
@@ -268,7 +269,7 @@ class WGANGPTrainer:
             if any(id(p) in gen_ids for p in c.parameters()):
                 raise ValueError(f"critic {self.dataset_names[i]!r} shares parameters with the "
                                  f"generator")
-            cpac = getattr(c, "pac", None)
+            cpac = getattr(unwrap_model(c), "pac", None)
             if cpac is not None and int(cpac) != cfg.pac:
                 raise ValueError(f"critic {self.dataset_names[i]!r} was built with pac={cpac} "
                                  f"but the trainer uses pac={cfg.pac}; use the same factor")
@@ -302,9 +303,9 @@ class WGANGPTrainer:
                 self._stateless_loaders.append(self.dataset_names[i])
         if early_stopping is not None:
             stateful["early_stopping"] = early_stopping
-        modules = {f"critic/{i}": c for i, c in enumerate(self.critics)}
+        modules = {f"critic/{i}": unwrap_model(c) for i, c in enumerate(self.critics)}
         for k, m in (checkpoint_modules or {}).items():
-            modules[f"module/{k}"] = m
+            modules[f"module/{k}"] = unwrap_model(m)
         optimizers = {"generator": self.g_opt}
         optimizers.update({f"critic/{i}": o for i, o in enumerate(self.c_opts)})
         self.state = TrainState(
