@@ -26,3 +26,6 @@ __all__ += [
     "HGraph", "build_hgraph", "build_hgraphs", "DatasetSpec", "PlanError", "TrainingPlan",
     "ancestor_set", "ancestor_set_bruteforce", "is_modular", "training_plan",
 ]
+from .identify import Estimand, NotIdentifiable, identify, parse_query
+
+__all__ += ["identify", "parse_query", "NotIdentifiable", "Estimand"]
