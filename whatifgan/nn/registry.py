@@ -133,7 +133,8 @@ class PretrainedModule(nn.Module):
     parent X1 in the paper's Figure 2).
 
     If confounder noise is given it is concatenated to the exogenous noise (``noise`` argument of
-    ``f``).  A wrapped module that itself follows the full mechanism protocol
+    ``f``).  A plain callable is used as is: freezing whatever parameters it closes over is the
+    caller's business.  A wrapped module that itself follows the full mechanism protocol
     (``mechanism_protocol = True``, e.g. a saved :class:`~whatifgan.nn.mlp.MLPGenerator`) gets
     confounders and Gumbel noise separately, so counterfactual replay works through it.
     """
@@ -194,7 +195,8 @@ class PretrainedModule(nn.Module):
         """Load a frozen plug-in from ``path``.
 
         * ``arch`` given: ``path`` holds a ``state_dict`` (optionally under a ``"state_dict"``
-          key), loaded with ``torch.load(weights_only=True)`` into ``build(arch, **arch_kwargs)``.
+          key), loaded with ``torch.load(weights_only=True)`` into ``build(arch, **arch_kwargs)``
+          (move the result with ``.to(device)`` like any module).
         * ``arch`` None: ``path`` is a TorchScript file (``torch.jit.save``) or a ``torch.export``
           program (``.pt2``).
         Errors name the file and what is wrong.
@@ -219,7 +221,6 @@ class PretrainedModule(nn.Module):
             except RuntimeError as e:
                 raise ValueError(f"pretrained module file {str(path)!r} does not fit architecture "
                                  f"{arch!r} with {dict(arch_kwargs or {})}: {e}") from e
-            module.to(map_location if map_location is not None else "cpu")
         elif path.suffix == ".pt2":
             try:
                 module = torch.export.load(str(path)).module()
