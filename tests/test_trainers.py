@@ -5,6 +5,7 @@ from __future__ import annotations
 import math
 import os
 import random
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -510,3 +511,21 @@ def test_distributed_data_parallel_two_cpu_processes():
     for p, q in zip(model.parameters(), ranks[0]):
         assert torch.allclose(p.detach(), q, atol=1e-5), (p, q)
     assert not torch.allclose(ranks[0][0], nn.Linear(2, 16).weight)  # it did train
+
+
+def test_trainers_never_import_hgraph_or_whatifgan():
+    """The arrows point one way (ARCHITECTURE.md): trainers knows nothing of causal graphs."""
+    import ast
+
+    import trainers
+
+    root = Path(trainers.__file__).parent
+    for path in sorted(root.glob("*.py")):
+        for node in ast.walk(ast.parse(path.read_text())):
+            names = []
+            if isinstance(node, ast.Import):
+                names = [a.name for a in node.names]
+            elif isinstance(node, ast.ImportFrom) and node.level == 0:
+                names = [node.module or ""]
+            for n in names:
+                assert n.split(".")[0] not in ("hgraph", "whatifgan"), f"{path.name} imports {n}"
