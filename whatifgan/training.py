@@ -182,6 +182,8 @@ def train(dcm: DCM, datasets: Sequence[Dataset], config: TrainConfig | Mapping |
                                  f"use a fresh run directory")
             for v in trainable:
                 dcm.mechanisms[v].load_state_dict(ck["mechanisms"][v])
+                schedule.apply(dcm.mechanisms[v], cfg.steps)
+            dcm.freeze(trainable)
             info["skipped"] = "checkpoint"
             result.steps.append(info)
             continue
@@ -209,8 +211,11 @@ def train(dcm: DCM, datasets: Sequence[Dataset], config: TrainConfig | Mapping |
             fake.update(do)
             return fake
 
-        def temp_cb(t: int) -> float:
-            return schedule.apply(dcm, t)
+        def temp_cb(t: int, trainable=trainable) -> float:
+            # only the mechanisms being trained anneal; frozen ones keep their final temperature
+            for v in trainable:
+                schedule.apply(dcm.mechanisms[v], t)
+            return schedule(t)
 
         prefix = f"hnode{step.index}"
         wcfg = WGANGPConfig(lr=cfg.lr, critic_lr=cfg.critic_lr, n_critic=cfg.n_critic, gp_lambda=cfg.gp_lambda,
@@ -236,6 +241,8 @@ def train(dcm: DCM, datasets: Sequence[Dataset], config: TrainConfig | Mapping |
             trainer.load_checkpoint(partial)
         trainer.train()
         step_logger.flush()
+        for v in trainable:  # a trained mechanism keeps the final temperature of its schedule
+            schedule.apply(dcm.mechanisms[v], cfg.steps)
         dcm.freeze(trainable)
         info["seconds"] = time.perf_counter() - t0
         info["steps"] = trainer.step
