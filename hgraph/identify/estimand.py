@@ -8,7 +8,7 @@ from collections.abc import Mapping
 import numpy as np
 
 from ..factor import Factor
-from .expr import Expr, Tables, evaluate, substitute
+from .expr import Expr, Tables, evaluate, render, substitute
 from .query import Query
 from .trace import TraceNode
 
@@ -59,20 +59,25 @@ class Estimand:
         return tuple(sorted(s for s in self.expr.free if s not in qv))
 
     # ------------------------------------------------------------------ text
+    def _reserved(self) -> set:
+        q = self.query
+        names = set(q.variables) | q.graph_variables() if not q.is_counterfactual else set(q.variables)
+        return names
+
     def __str__(self) -> str:
-        return str(self.expr)
+        return render(self.expr, latex=False, reserved=self._reserved())
 
     def __repr__(self) -> str:
         return f"Estimand({self.equation()!r})"
 
     def latex(self, equation: bool = False) -> str:
         """LaTeX (math mode, no delimiters); with ``equation=True`` prefixed by ``query =``."""
-        body = self.expr.latex()
+        body = render(self.expr, latex=True, reserved=self._reserved())
         return f"{self.query.latex()} = {body}" if equation else body
 
     def equation(self) -> str:
         """``query = estimand`` as text (noting variables whose value is arbitrary)."""
-        s = f"{self.query} = {self.expr}"
+        s = f"{self.query} = {self}"
         if self.arbitrary:
             s += f"   (for any value of {', '.join(self.arbitrary)})"
         return s
@@ -85,8 +90,8 @@ class Estimand:
     def to_dict(self) -> dict:
         return {
             "query": str(self.query),
-            "estimand": str(self.expr),
-            "latex": self.expr.latex(),
+            "estimand": str(self),
+            "latex": self.latex(),
             "arbitrary": list(self.arbitrary),
             "available": [_exp_text(z) for z in self.available],
             "uses": [_exp_text(z) for z in self.experiments],

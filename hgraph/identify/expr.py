@@ -578,11 +578,13 @@ def _render_p(t: PTerm, scope, latex) -> str:
     return f"P({head}" + (" | " + ", ".join(parts) if parts else "") + ")"
 
 
-def render(e: Expr, latex: bool = False, scope: dict | None = None, used: set | None = None) -> str:
-    """Text or LaTeX.  Summed symbols that clash with a name in scope get primes."""
+def render(e: Expr, latex: bool = False, scope: dict | None = None, used: set | None = None,
+           reserved=()) -> str:
+    """Text or LaTeX.  Summed symbols that clash with a free symbol, an enclosing summed symbol or
+    a ``reserved`` name (e.g. the query's variables) are printed with primes."""
     if scope is None:
         scope = {s: s for s in e.free}
-        used = set(e.free)
+        used = set(e.free) | set(reserved)
     if isinstance(e, One):
         return "1"
     if isinstance(e, Zero):

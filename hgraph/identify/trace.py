@@ -52,10 +52,12 @@ class TraceFactor:
 
 @dataclass
 class Hedge:
-    """A hedge for ``P_x(y)`` (Shpitser & Pearl 2006, Definition 5): two R-rooted c-forests
-    ``F' ⊂ F`` with ``F ∩ X ≠ ∅ = F' ∩ X``, given by their node sets (the edges are those of the
-    graph induced on them).  ``experiment`` is the do-set of the distribution the failed attempt
-    used (``()`` for P(V)); ``graph`` the edge string of ``G[F]``."""
+    """A hedge (Shpitser & Pearl 2006, Definition 5): two R-rooted c-forests ``F' ⊂ F`` with
+    ``F ∩ X ≠ ∅ = F' ∩ X``, given by their node sets; spanning forests rooted at ``roots`` exist in
+    the graphs induced on them.  It comes from ID's line 5 in the call ``ID(y', x', G[F])``:
+    ``roots`` is that call's outcome set ``y'`` and ``x`` is ``x' ∩ F`` (the query's treatment
+    meets ``F`` too).  ``experiment`` is the do-set of the distribution the failed attempt used
+    (``()`` for P(V)); ``graph`` the edge string of ``G[F]``."""
 
     f: tuple[str, ...]
     f_prime: tuple[str, ...]
