@@ -191,3 +191,15 @@ def test_counterfactual_importance_matches_rejection_and_handles_rare_evidence()
     assert rare.ess > 2000 and abs(rare.table.values.sum() - 1) < 1e-9
     with pytest.raises(EvidenceTooRare, match="rate"):
         s.counterfactual("P(A_{D=0} | D=1)", n=20000, method="rejection", max_draws=200000)
+
+
+def test_parallel_hnodes_equal_sequential(tmp_path):
+    g, scm, ds, seq = _setup("asia_hidden", n=3000)
+    cfg = dict(steps=20, **TINY)
+    train(seq, [ds], TrainConfig(**cfg), run_dir=tmp_path / "seq")
+    _, _, _, par = _setup("asia_hidden", n=3000)
+    res = train(par, [ds], TrainConfig(parallel_hnodes=2, **cfg), run_dir=tmp_path / "par")
+    assert sum(1 for s in res.steps if s["skipped"] == "parallel worker") >= 2
+    a, b = seq.state_dict(), par.state_dict()
+    for k in a:
+        assert torch.equal(a[k], b[k]), k

@@ -36,7 +36,7 @@ def _cmd_train(args) -> int:
 
     run_dir = args.run_dir or _default_run_dir(args.config)
     run(args.config, run_dir, mode=args.mode, resume=args.resume, device=args.device, steps=args.steps,
-        progress=not args.no_progress)
+        progress=not args.no_progress, parallel_hnodes=args.parallel_hnodes)
     print(f"run directory: {run_dir}  (TensorBoard: tensorboard --logdir {run_dir}/tb)")
     return 0
 
@@ -156,6 +156,7 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("--resume", action="store_true", help="continue from the run directory's checkpoints")
     s.add_argument("--device", help="auto, cpu, cuda, cuda:1, ...")
     s.add_argument("--steps", type=int, help="generator steps per h-node")
+    s.add_argument("--parallel-hnodes", type=int, metavar="N", help="train up to N h-nodes of a stage in parallel processes")
     s.add_argument("--no-progress", action="store_true")
     s.set_defaults(func=_cmd_train)
 

@@ -69,6 +69,7 @@ class TrainConfig:
     seed: int = 0
     device: str = "auto"
     progress: bool = True
+    parallel_hnodes: int = 1         #: train up to N h-nodes of one stage in parallel processes
 
     @classmethod
     def from_dict(cls, d: Mapping[str, Any] | None) -> "TrainConfig":
@@ -137,8 +138,8 @@ def _step_key(step: PlanStep) -> str:
 def train(dcm: DCM, datasets: Sequence[Dataset], config: TrainConfig | Mapping | None = None, *,
           plan: TrainingPlan | None = None, run_dir: str | Path | None = None, resume: bool = False,
           evaluator: Callable[[DCM], Mapping[str, float]] | None = None,
-          logger: TensorBoardLogger | None = None, on_step_done: Callable[[PlanStep], None] | None = None
-          ) -> TrainResult:
+          logger: TensorBoardLogger | None = None, on_step_done: Callable[[PlanStep], None] | None = None,
+          save: bool = True) -> TrainResult:
     """Train ``dcm`` on ``datasets`` following the modular plan (or the joint one).
 
     ``evaluator(dcm) -> {metric: value}`` is called every ``eval_every`` steps and after every
@@ -167,6 +168,7 @@ def train(dcm: DCM, datasets: Sequence[Dataset], config: TrainConfig | Mapping |
     anneal = cfg.anneal_steps or max(1, (2 * cfg.steps) // 3)
     schedule = TemperatureSchedule.reaching(anneal, t0=cfg.t0, t_min=cfg.t_min)
 
+    parallel_done: set[int] = set()
     for step in plan.steps:
         trainable = [v for v in step.hnode if v not in dcm.plugins and v not in step.pretrained]
         info = {"index": step.index, "hnode": step.hnode, "seconds": 0.0, "steps": 0, "skipped": None}
@@ -175,7 +177,9 @@ def train(dcm: DCM, datasets: Sequence[Dataset], config: TrainConfig | Mapping |
             info["skipped"] = "pretrained" if not trainable else "no dataset"
             result.steps.append(info)
             continue
-        if done_file is not None and done_file.exists() and resume:
+        if cfg.parallel_hnodes > 1 and step.index not in parallel_done:
+            parallel_done |= _train_stage_in_parallel(dcm, datasets, cfg, plan, step, run, resume)
+        if done_file is not None and done_file.exists() and (resume or step.index in parallel_done):
             ck = load_checkpoint(done_file)
             if ck.get("hnode") != step.hnode:
                 raise ValueError(f"{done_file} holds h-node {ck.get('hnode')}, the plan expects {step.hnode}; "
@@ -184,7 +188,7 @@ def train(dcm: DCM, datasets: Sequence[Dataset], config: TrainConfig | Mapping |
                 dcm.mechanisms[v].load_state_dict(ck["mechanisms"][v])
                 schedule.apply(dcm.mechanisms[v], cfg.steps)
             dcm.freeze(trainable)
-            info["skipped"] = "checkpoint"
+            info["skipped"] = "parallel worker" if step.index in parallel_done else "checkpoint"
             result.steps.append(info)
             continue
         seed_everything(cfg.seed * 1000 + step.index)
@@ -262,9 +266,42 @@ def train(dcm: DCM, datasets: Sequence[Dataset], config: TrainConfig | Mapping |
     dcm.eval()
     result.seconds = time.perf_counter() - t_start
     logger.flush()
-    if run is not None:
+    if run is not None and save:
         save_model(dcm, run, plan=plan, datasets=datasets, config=cfg)
     return result
+
+
+def _train_stage_in_parallel(dcm, datasets, cfg, plan, first, run, resume) -> set[int]:
+    """Train every pending h-node of ``first``'s stage in worker processes (spawned; each writes
+    its ``hnode{i}.pt``). The workers use the same per-h-node seeds as sequential training, so the
+    result is the same as training the stage one h-node after the other."""
+    if run is None:
+        raise ValueError("parallel h-node training needs a run directory (workers write checkpoints)")
+    todo = []
+    for step in plan.steps:
+        if step.stage != first.stage or not step.uses:
+            continue
+        if not [v for v in step.hnode if v not in dcm.plugins and v not in step.pretrained]:
+            continue
+        if resume and (run / f"hnode{step.index}.pt").exists():
+            continue
+        todo.append(step)
+    if len(todo) <= 1:
+        return set()
+    import torch.multiprocessing as mp
+
+    wcfg = dataclasses.replace(cfg, parallel_hnodes=1, progress=False, device="cpu" if dcm.device.type == "cpu" else cfg.device)
+    ctx = mp.get_context("spawn")
+    with ctx.Pool(min(cfg.parallel_hnodes, len(todo))) as pool:
+        pool.starmap(_stage_worker, [(dcm, datasets, wcfg, plan, s.index, str(run), resume) for s in todo])
+    return {s.index for s in todo}
+
+
+def _stage_worker(dcm, datasets, cfg, plan, index, run, resume):
+    torch.set_num_threads(1)
+    step = plan.steps[index]
+    sub = TrainingPlan(plan.graph, plan.hgraph, plan.datasets, [step], [])
+    train(dcm, datasets, cfg, plan=sub, run_dir=run, resume=resume, save=False)
 
 
 def save_model(dcm: DCM, run: Path, *, plan=None, datasets=(), config=None) -> Path:

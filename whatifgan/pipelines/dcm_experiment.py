@@ -131,6 +131,12 @@ def build_model(cfg: Mapping, g: ADMG, scm: DiscreteSCM, plugins=None) -> DCM:
     m = dict(cfg.get("model") or {})
     variables = VariableSet([Categorical(v, int(scm.cards[v])) for v in g.nodes])
     gkw = {"hidden": tuple(m.get("hidden", (256, 256)))}
+    plugins = dict(plugins or {})
+    for v, spec in (m.get("plugins") or {}).items():  # {var: path} or {var: {path, arch, arch_kwargs}}
+        from ..nn.registry import PretrainedModule
+
+        spec = {"path": spec} if isinstance(spec, str) else dict(spec)
+        plugins[v] = PretrainedModule.from_file(spec.pop("path"), **spec)
     return DCM(g, variables, noise_dim=int(m.get("noise_dim", 128)), conf_dim=int(m.get("conf_dim", 128)),
                generator_kwargs=gkw, plugins=plugins)
 
@@ -183,7 +189,8 @@ def _available(datasets) -> list[tuple]:
 
 
 def run(config, run_dir: str | Path | None = None, *, mode: str | None = None, resume: bool = False,
-        device: str | None = None, steps: int | None = None, progress: bool = True, quiet: bool = False) -> dict:
+        device: str | None = None, steps: int | None = None, progress: bool = True, quiet: bool = False,
+        parallel_hnodes: int | None = None) -> dict:
     """Run one experiment end to end; returns the report (also written to ``run_dir``)."""
     cfg = load_config(config)
     if mode:
@@ -192,6 +199,8 @@ def run(config, run_dir: str | Path | None = None, *, mode: str | None = None, r
         cfg.setdefault("train", {})["steps"] = int(steps)
     if device:
         cfg.setdefault("train", {})["device"] = device
+    if parallel_hnodes:
+        cfg.setdefault("train", {})["parallel_hnodes"] = int(parallel_hnodes)
     seed = int(cfg.get("seed", 0))
     tcfg = TrainConfig.from_dict({"seed": seed, "progress": progress, **(cfg.get("train") or {})})
     ev = dict(cfg.get("eval") or {})
