@@ -4,6 +4,19 @@
 * :mod:`whatifgan.data.morpho`: Morpho-MNIST measurements and perturbations (Castro et al. 2019).
 """
 
+from .image_scms import (
+    GENERATORS,
+    DigitPool,
+    ImageAttribute,
+    ImageSCMData,
+    colored_mnist2,
+    digit_pool,
+    frontdoor_colored_mnist,
+    generate,
+    load_image_scm,
+    morpho_mnist,
+    napkin_mnist,
+)
 from .mnist import MNISTNotFoundError, load_mnist, read_idx, write_idx
 from .morpho import (
     MEASUREMENTS,
@@ -20,6 +33,17 @@ from .morpho import (
 )
 
 __all__ = [
+    "GENERATORS",
+    "DigitPool",
+    "ImageAttribute",
+    "ImageSCMData",
+    "colored_mnist2",
+    "digit_pool",
+    "frontdoor_colored_mnist",
+    "generate",
+    "load_image_scm",
+    "morpho_mnist",
+    "napkin_mnist",
     "MEASUREMENTS",
     "ImageMorphology",
     "MNISTNotFoundError",
