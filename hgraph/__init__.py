@@ -26,6 +26,7 @@ __all__ += [
     "HGraph", "build_hgraph", "build_hgraphs", "DatasetSpec", "PlanError", "TrainingPlan",
     "ancestor_set", "ancestor_set_bruteforce", "is_modular", "training_plan",
 ]
-from .identify import Estimand, NotIdentifiable, identify, parse_query
+from . import identify  # the subpackage, callable: hgraph.identify(g, q) is hgraph.identify.identify(g, q)
+from .identify import Estimand, NotIdentifiable, parse_query
 
 __all__ += ["identify", "parse_query", "NotIdentifiable", "Estimand"]

@@ -32,6 +32,22 @@ from .expr import (
 from .query import CfVar, Query, make_query, parse_query
 from .trace import Hedge, TraceFactor, TraceNode
 
+# ``hgraph.identify`` is both this subpackage and the function: the module is callable, so
+# ``from hgraph import identify; identify(g, "P(Y | do(X))")`` and ``import
+# hgraph.identify.engine`` both work.
+import inspect as _inspect
+import sys as _sys
+import types as _types
+
+
+class _CallableModule(_types.ModuleType):
+    def __call__(self, *args, **kwargs):
+        return identify(*args, **kwargs)
+
+
+_sys.modules[__name__].__class__ = _CallableModule
+__signature__ = _inspect.signature(identify)
+
 __all__ = [
     "identify", "parse_query", "parse_available", "make_query", "Query", "CfVar",
     "NotIdentifiable", "QueryError", "Estimand",

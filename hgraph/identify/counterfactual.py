@@ -88,6 +88,9 @@ class _Inconsistent(Exception):
     pass
 
 
+_MISSING = object()
+
+
 class _CFGraph:
     """The counterfactual graph G' of an event (result of make-cg)."""
 
@@ -304,13 +307,24 @@ class CounterfactualEngine:
             subs, children = [], []
             for comp in comps:
                 members = [cg.nodes[i] for i in bits(comp)]
-                mset = set(members)
                 sub_events = []
-                for n in members:
+                for i in bits(comp):
+                    n = cg.nodes[i]
+                    # s^i_{v(G') \ s^i}: every node of S^i is evaluated with the nodes of G'
+                    # outside S^i set to their values; only those upstream of it matter (its
+                    # ancestors in G'), and the subscript is then reduced per variable (canon)
                     world = dict(n[1])
-                    for p in cg.parents[n]:
-                        if p not in mset:
-                            world[p[0]] = vals[p]
+                    for j in bits(lite.ancestors(1 << i, lite.full) & ~comp):
+                        m = cg.nodes[j]
+                        old = world.get(m[0], _MISSING)
+                        if old is _MISSING:
+                            world[m[0]] = vals[m]
+                        elif old != vals[m]:
+                            comp_text = "{" + ", ".join(_node_text(*k) for k in members) + "}"
+                            detail = (f"{_node_text(*n)} depends on {m[0]} through worlds where it takes "
+                                      f"the values {old} and {vals[m]}")
+                            node = self._tnode(5, text, None, note="FAIL: " + detail)
+                            raise _Conflict(comp_text, detail, [m[0]], node)
                     sub_events.append(Event(n[0], frozenset(world.items()), vals[n]))
                 e, c = self.id_star(sub_events)
                 subs.append(e)

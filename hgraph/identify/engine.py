@@ -314,7 +314,7 @@ class Engine:
         s = v & ~x
         # line 5: C(G) = {G} -> FAIL(G, G ∩ S)
         if g.is_single_district(v):
-            hedge = self._hedge(v, s, x, dist.z, roots=y)
+            hedge = self._hedge(v, s, x, dist.z)
             node = self._node(5, y, x, v, hat_x, z, components=[s], hedge=hedge) if self.trace_on else None
             raise Fail([hedge], node)
         low = s & -s
@@ -337,16 +337,16 @@ class Engine:
                           factors=tf, estimand=expr, children=[child]) if self.trace_on else None
         return expr, node
 
-    def _hedge(self, f: int, f_prime: int, x: int, z: int, roots: int | None = None) -> Hedge:
-        """The hedge of a failing call (ID line 5): ``F`` = the call's nodes, ``F'`` = ``S``,
-        rooted at the call's outcome set (every node of ``F`` is an ancestor of it in ``G[F]``,
-        every node of ``F'`` in ``G[F']``)."""
+    def _hedge(self, f: int, f_prime: int, x: int, z: int) -> Hedge:
+        """The hedge of a failing call ``ID(y', x', G[F])`` (ID line 5): ``F`` = the call's nodes,
+        ``F'`` = ``S``, the call's nodes outside ``x'``.  The roots ``R`` are the sinks of
+        ``G[F']``; they lie in ``y'`` and every node of ``F'`` (``F``) reaches them inside ``G[F']``
+        (``G[F]``), so spanning R-rooted c-forests exist in both."""
         g = self.g
-        if roots is None:
-            roots = 0
-            for i in bits(f):
-                if not (g.ch[i] & f):
-                    roots |= 1 << i
+        roots = 0
+        for i in bits(f_prime):
+            if not (g.ch[i] & f_prime):
+                roots |= 1 << i
         names = g.names_of(f)
         try:
             text = g.admg.subgraph(names).to_string()

@@ -55,8 +55,8 @@ class Hedge:
     """A hedge (Shpitser & Pearl 2006, Definition 5): two R-rooted c-forests ``F' ⊂ F`` with
     ``F ∩ X ≠ ∅ = F' ∩ X``, given by their node sets; spanning forests rooted at ``roots`` exist in
     the graphs induced on them.  It comes from ID's line 5 in the call ``ID(y', x', G[F])``:
-    ``roots`` is that call's outcome set ``y'`` and ``x`` is ``x' ∩ F`` (the query's treatment
-    meets ``F`` too).  ``experiment`` is the do-set of the distribution the failed attempt used
+    ``roots`` are the sinks of ``G[F']`` (a subset of ``y'``) and ``x`` is ``x' ∩ F`` (the query's
+    treatment meets ``F`` too).  ``experiment`` is the do-set of the distribution the failed attempt used
     (``()`` for P(V)); ``graph`` the edge string of ``G[F]``."""
 
     f: tuple[str, ...]
