@@ -4,6 +4,14 @@ Importing this package registers the built-in architectures (``mlp``, ``critic_m
 ``pretrained``) with :func:`build`.
 """
 
+from .conv import (
+    ConvAutoencoder,
+    ConvClassifierGenerator,
+    ConvCritic,
+    ConvDecoder,
+    ConvEncoder,
+    ConvGenerator,
+)
 from .gumbel import GumbelSample, GumbelSoftmax, TemperatureSchedule, gumbel_softmax, sample_gumbel
 from .mlp import MLPCritic, MLPGenerator, ResidualBlock
 from .registry import (
@@ -18,6 +26,12 @@ from .registry import (
 )
 
 __all__ = [
+    "ConvAutoencoder",
+    "ConvClassifierGenerator",
+    "ConvCritic",
+    "ConvDecoder",
+    "ConvEncoder",
+    "ConvGenerator",
     "GeneratorOutput",
     "GumbelSample",
     "GumbelSoftmax",
