@@ -24,6 +24,14 @@ from .registry import (
     register_module,
     registered,
 )
+from .unet import (
+    CLASSIFIER_PRESETS,
+    UNET_PRESETS,
+    ConditionEmbedding,
+    TimeConditionedClassifier,
+    UNet,
+    timestep_embedding,
+)
 
 __all__ = [
     "ConvAutoencoder",
@@ -32,6 +40,12 @@ __all__ = [
     "ConvDecoder",
     "ConvEncoder",
     "ConvGenerator",
+    "CLASSIFIER_PRESETS",
+    "ConditionEmbedding",
+    "TimeConditionedClassifier",
+    "UNET_PRESETS",
+    "UNet",
+    "timestep_embedding",
     "GeneratorOutput",
     "GumbelSample",
     "GumbelSoftmax",
