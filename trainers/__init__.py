@@ -24,12 +24,15 @@ from .core import (
     set_rng_state,
     unwrap_model,
 )
+from .diffusion import DiffusionConfig, DiffusionTrainer, drop_conditions
 from .wgan import WGANGPConfig, WGANGPTrainer, gradient_penalty, pack
 
 __all__ = [
     "CheckpointError",
     "ClassifierConfig",
     "ClassifierTrainer",
+    "DiffusionConfig",
+    "DiffusionTrainer",
     "EarlyStopping",
     "NonFiniteLossError",
     "ProgressBar",
@@ -41,6 +44,7 @@ __all__ = [
     "WGANGPConfig",
     "WGANGPTrainer",
     "check_finite",
+    "drop_conditions",
     "fit_temperature",
     "get_rng_state",
     "gradient_penalty",
