@@ -70,6 +70,9 @@ class TrainConfig:
     device: str = "auto"
     progress: bool = True
     parallel_hnodes: int = 1         #: train up to N h-nodes of one stage in parallel processes
+    lr_decay: float = 0.5            #: linearly decay both learning rates to 10% over the last
+                                     #: ``lr_decay`` fraction of the steps (0: constant); damps the
+                                     #: oscillation of the final GAN iterate
 
     @classmethod
     def from_dict(cls, d: Mapping[str, Any] | None) -> "TrainConfig":
@@ -232,6 +235,18 @@ def train(dcm: DCM, datasets: Sequence[Dataset], config: TrainConfig | Mapping |
                                 dataset_names=[u.dataset for u in uses], device=device, logger=step_logger,
                                 checkpoint_modules={f"mech/{v}": dcm.mechanisms[v] for v in trainable},
                                 temperature_callback=temp_cb)
+        if cfg.lr_decay > 0:
+            def decay(tr, cfg=cfg):
+                start = (1.0 - cfg.lr_decay) * cfg.steps
+                frac = min(1.0, max(0.0, (tr.step - start) / max(1.0, cfg.steps - start)))
+                scale = 1.0 - 0.9 * frac
+                for g_ in tr.g_opt.param_groups:
+                    g_["lr"] = cfg.lr * scale
+                for opt in tr.c_opts:
+                    for g_ in opt.param_groups:
+                        g_["lr"] = (cfg.critic_lr or cfg.lr) * scale
+
+            trainer.add_hook(decay, every=1, name="lr_decay")
         if evaluator is not None and cfg.eval_every:
             def hook(tr, step=step):
                 m = dict(evaluator(dcm))
