@@ -76,7 +76,9 @@ def test_frozen_ancestors_are_bitwise_unchanged():
     def snap(step):
         snaps[step.index] = {k: v.clone() for k, v in dcm.state_dict().items()}
 
-    train(dcm, [ds], TrainConfig(steps=40, **TINY), on_step_done=snap)
+    # an evaluator that samples (switching the model to eval and back) must not unfreeze anything
+    train(dcm, [ds], TrainConfig(steps=40, eval_every=10, **TINY), on_step_done=snap,
+          evaluator=lambda m: {"n": float(m.sample(50)["A"].sum())})
     i_keys = [k for k in snaps[0] if k.startswith("mechanisms.I.")]
     assert i_keys
     for k in i_keys:  # I is frozen while [D, A] trains (BatchNorm statistics included)

@@ -92,6 +92,7 @@ class DCM(nn.Module):
                 mechs[v] = build(generator, out_dim=spec.dim, output=spec.kind, noise_dim=self.noise_dim,
                                  conf_dim=cdim, parent_dims={p: self.variables[p].dim for p in pa}, **gkw)
         self.mechanisms = nn.ModuleDict(mechs)
+        self._frozen: set[str] = set()
 
     # ------------------------------------------------------------------ helpers
     @property
@@ -257,10 +258,12 @@ class DCM(nn.Module):
             self.train(was)
 
     def freeze(self, variables) -> None:
-        """Freeze mechanisms (no gradient to their weights, BatchNorm statistics fixed)."""
+        """Freeze mechanisms: no gradient to their weights and BatchNorm statistics fixed, until
+        :meth:`unfreeze` (``dcm.train()`` keeps frozen mechanisms in eval mode)."""
         for v in variables:
             m = self.mechanisms[v]
             m.eval()
+            self._frozen.add(v)
             for p in m.parameters():
                 p.requires_grad_(False)
 
@@ -269,6 +272,13 @@ class DCM(nn.Module):
             m = self.mechanisms[v]
             if isinstance(m, PretrainedModule):
                 continue
-            m.train()
+            self._frozen.discard(v)
+            m.train(self.training)
             for p in m.parameters():
                 p.requires_grad_(True)
+
+    def train(self, mode: bool = True):
+        super().train(mode)
+        for v in getattr(self, "_frozen", ()):
+            self.mechanisms[v].eval()
+        return self

@@ -26,6 +26,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+import numpy as np
 import torch
 
 from hgraph import ADMG, TrainingPlan, training_plan
@@ -43,6 +44,7 @@ from .data.tabular import DataError, Dataset
 from .dcm import DCM
 from .nn.gumbel import TemperatureSchedule
 from .nn.registry import build
+from .variables import Categorical
 
 __all__ = ["TrainConfig", "TrainResult", "train", "joint_plan", "plan_for"]
 
@@ -70,6 +72,11 @@ class TrainConfig:
     device: str = "auto"
     progress: bool = True
     parallel_hnodes: int = 1         #: train up to N h-nodes of one stage in parallel processes
+    early_stop_tvd: float | None = None  #: stop an h-node once the TVD between the model's and
+                                     #: the data's compared joint (discrete variables; checked every
+                                     #: ``eval_every`` or 50 steps) is below this plus the sampling
+                                     #: noise floor twice in a row; uses data only, never the truth
+    fit_samples: int = 20000         #: samples for that check
     lr_decay: float = 0.5            #: linearly decay both learning rates to 10% over the last
                                      #: ``lr_decay`` fraction of the steps (0: constant); damps the
                                      #: oscillation of the final GAN iterate
@@ -247,6 +254,19 @@ def train(dcm: DCM, datasets: Sequence[Dataset], config: TrainConfig | Mapping |
                         g_["lr"] = (cfg.critic_lr or cfg.lr) * scale
 
             trainer.add_hook(decay, every=1, name="lr_decay")
+        if cfg.early_stop_tvd is not None and all(
+                isinstance(dcm.variables[k], Categorical) for u in uses for k in list(u.compared) + list(u.conditioning)):
+            fit = _DataFit(dcm, uses, [by_name[u.dataset] for u in uses], cfg.fit_samples, cfg.seed + step.index)
+            hits = {"n": 0}
+
+            def fit_hook(tr, fit=fit, hits=hits):
+                gap, floor = fit()
+                hits["n"] = hits["n"] + 1 if gap <= cfg.early_stop_tvd + floor else 0
+                if hits["n"] >= 2:
+                    tr.request_stop()
+                return {"fit/tvd_to_data": gap, "fit/noise_floor": floor}
+
+            trainer.add_hook(fit_hook, every=cfg.eval_every or 50, name="data_fit")
         if evaluator is not None and cfg.eval_every:
             def hook(tr, step=step):
                 m = dict(evaluator(dcm))
@@ -284,6 +304,44 @@ def train(dcm: DCM, datasets: Sequence[Dataset], config: TrainConfig | Mapping |
     if run is not None and save:
         save_model(dcm, run, plan=plan, datasets=datasets, config=cfg)
     return result
+
+
+class _DataFit:
+    """TVD between the DCM's and the data's joint of the compared and conditioning variables of
+    every dataset of a step (conditioning values taken from the same data rows), with the
+    expected sampling-noise TVD between two samples of that size as the floor."""
+
+    def __init__(self, dcm: DCM, uses, datasets, n: int, seed: int):
+        self.dcm, self.uses = dcm, uses
+        rng = np.random.default_rng(seed)
+        self.rows, self.real, self.floor = [], [], 0.0
+        for u, ds in zip(uses, datasets):
+            m = min(n, len(ds))
+            idx = rng.choice(len(ds), size=m, replace=False)
+            keys = list(u.compared) + list(u.conditioning)
+            codes = [np.asarray(ds.columns[k])[idx].astype(np.int64) for k in keys]
+            shape = [dcm.variables[k].k for k in keys]
+            p = np.bincount(np.ravel_multi_index(codes, shape), minlength=int(np.prod(shape))) / m
+            self.rows.append((keys, shape, {k: torch.as_tensor(c) for k, c in zip(keys, codes)}, m))
+            self.real.append(p)
+            # E[TVD] of two independent samples of size m (normal approximation per cell)
+            self.floor = max(self.floor, 0.5 * float(np.sum(np.sqrt(4 * p * (1 - p) / (np.pi * m)))))
+
+    @torch.no_grad()
+    def __call__(self) -> tuple[float, float]:
+        worst = 0.0
+        was = self.dcm.training
+        self.dcm.eval()
+        try:
+            for u, (keys, shape, codes, m), p in zip(self.uses, self.rows, self.real):
+                do = {x: codes[x].to(self.dcm.device) for x in u.conditioning}
+                out = self.dcm(m, do=do, only=u.compared, hard=True)
+                fake = [out[k].argmax(1).cpu().numpy() if k in u.compared else codes[k].numpy() for k in keys]
+                q = np.bincount(np.ravel_multi_index(fake, shape), minlength=len(p)) / m
+                worst = max(worst, 0.5 * float(np.abs(p - q).sum()))
+        finally:
+            self.dcm.train(was)
+        return worst, self.floor
 
 
 def _train_stage_in_parallel(dcm, datasets, cfg, plan, first, run, resume) -> set[int]:
