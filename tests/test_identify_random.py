@@ -394,9 +394,20 @@ def random_cf_query(rng, g: ADMG) -> Query:
                  values=tuple((c.name, c.value) for c in outs + given if c.value is not None))
 
 
+def scm_counterfactual(scm, worlds):
+    """DiscreteSCM.counterfactual by exogenous enumeration, or by twin-network elimination when
+    the exogenous space is too large to enumerate."""
+    try:
+        return scm.counterfactual(worlds)
+    except ValueError as e:
+        if "exogenous" not in str(e):
+            raise
+        return scm.counterfactual(worlds, method="eliminate")
+
+
 def cf_truth(scm, q: Query):
     worlds = [(c.do_dict, [c.var]) for c in q.cf_outcome + q.cf_given]
-    j = scm.counterfactual(worlds)
+    j = scm_counterfactual(scm, worlds)
     given = [c.name for c in q.cf_given]
     t = j / j.marginal(given) if given else j
     vals = {c.name: c.value for c in q.cf_outcome + q.cf_given if c.value is not None}
@@ -421,7 +432,7 @@ def sweep_cf(n_cases, seed):
         stats["nontrivial"] += any(n.line == 5 for n in est.trace.walk())
         scm = DiscreteSCM.random(g, cards=2, seed=k, latent_card=2)
         want = cf_truth(scm, q)
-        if q.cf_given and float(scm.counterfactual([(c.do_dict, [c.var]) for c in q.cf_given])
+        if q.cf_given and float(scm_counterfactual(scm, [(c.do_dict, [c.var]) for c in q.cf_given])
                                 .reduce({c.name: c.value for c in q.cf_given if c.value is not None})
                                 .values.min()) <= 1e-12:
             continue  # evidence of probability zero somewhere: the conditional is undefined there

@@ -393,7 +393,31 @@ class CounterfactualEngine:
 
     # ------------------------------------------------------------------ IDC*
     def idc_star(self, gamma: list[Event], delta: list[Event]) -> tuple[Expr, TraceNode]:
-        """IDC*(G, γ, δ) (Shpitser & Pearl 2008, Fig. 10)."""
+        """IDC*(G, γ, δ) (Shpitser & Pearl 2008, Fig. 10).
+
+        The values of ``γ`` are replaced by symbols before the counterfactual graph is built and
+        plugged back into the numerator at the end: ``P(δ) = Σ_γ P(γ ∧ δ)`` must not rely on
+        node merges that hold only for the observed value of ``γ`` (make-cg merges ``Y`` with
+        ``Y_{X=x}`` when ``X = x`` is part of the event)."""
+        if not delta:
+            return self.id_star(gamma)
+        consts = {}
+        sym_gamma = []
+        for e in gamma:
+            if isinstance(e.value, str):
+                sym_gamma.append(e)
+            else:
+                s = self.fresh(_node_text(e.var, self.canon(e.world, e.var)))
+                consts[s] = e.value
+                sym_gamma.append(Event(e.var, e.world, s))
+        expr, node = self._idc_star(sym_gamma, delta)
+        if consts:
+            expr = substitute(expr, consts)
+            if node is not None:
+                node.estimand = expr
+        return expr, node
+
+    def _idc_star(self, gamma: list[Event], delta: list[Event]) -> tuple[Expr, TraceNode]:
         text = _events_text(gamma) + " | " + _events_text(delta)
         if not delta:
             return self.id_star(gamma)
@@ -438,34 +462,31 @@ class CounterfactualEngine:
                     others |= 1 << idx[m]
             if gmask and lite.d_separated(gmask, a, others, lite.full, cut_out=a):
                 y_var, y_val = n[0], cg.value[n]
+                # do(y_x = y) in G': every descendant of the node y_x, in γ' and in the rest of
+                # δ', gets Y = y in its subscript (rule 2 exchanges the observation for the action
+                # for all the remaining events, not only for γ')
                 desc = self._descendants(lite, a)
-                new_gamma = []
-                for m in gamma_rep:
+
+                def moved(m):
                     world = dict(m[1])
                     if (desc >> idx[m]) & 1 and y_var not in world:
                         world[y_var] = y_val
-                    new_gamma.append(Event(m[0], frozenset(world.items()), cg.value.get(m, self.symbol(m))))
-                new_delta = [Event(m[0], m[1], cg.value[m]) for m in dnodes_list if m != n]
-                expr, child = self.idc_star(new_gamma, new_delta)
+                    return Event(m[0], frozenset(world.items()), cg.value.get(m, self.symbol(m)))
+
+                new_gamma = [moved(m) for m in gamma_rep]
+                new_delta = [moved(m) for m in dnodes_list if m != n]
+                expr, child = self._idc_star(new_gamma, new_delta)
                 expr = make_product(inds + [expr])
                 node = self._tnode(4, text, expr, [child], algorithm="IDC*",
                                    note=f"rule 2 moves {_node_text(*n)}={y_val} into the subscripts")
                 return expr, node
         # lines 5-6: P' = ID*(γ' ∧ δ'); return P' / Σ_γ' P'
-        gvals = {}
-        consts = {}
-        for n in gamma_rep:
-            v = cg.value.get(n, None)
-            s = self.fresh(_node_text(*n)) if not isinstance(v, str) else v
-            gvals[n] = s
-            if v is not None and not isinstance(v, str):
-                consts[s] = v
+        gvals = {n: cg.value[n] for n in gamma_rep}  # symbols (see idc_star)
         events = [Event(n[0], n[1], gvals[n]) for n in gamma_rep] + \
                  [Event(n[0], n[1], cg.value[n]) for n in dnodes_list]
         joint, child = self.id_star(events)
-        num = substitute(joint, consts)
-        den = make_sum(list(gvals.values()), joint)
-        expr = make_product(inds + [make_fraction(num, den)])
+        den = make_sum([v for v in gvals.values() if isinstance(v, str)], joint)
+        expr = make_product(inds + [make_fraction(joint, den)])
         node = self._tnode(6, text, expr, [child], algorithm="IDC*")
         return expr, node
 

@@ -154,6 +154,19 @@ class PTerm(Expr):
         key = ("P", frozenset(self.head), frozenset(self.given), frozenset(self.do))
         self._init(_slots_free(self.head, self.given, self.do), key)
 
+    # the frozensets of the key: head, given, do
+    @property
+    def head_set(self) -> frozenset:
+        return self.key[1]
+
+    @property
+    def given_set(self) -> frozenset:
+        return self.key[2]
+
+    @property
+    def do_set(self) -> frozenset:
+        return self.key[3]
+
     @property
     def experiment(self) -> frozenset:
         return frozenset(v for v, _ in self.do)
@@ -251,6 +264,8 @@ def make_product(factors: Iterable[Expr]) -> Expr:
         if isinstance(f, Zero):
             return ZERO
         flat.extend(_flat_factors(f))
+    if len(flat) <= 1:
+        return flat[0] if flat else ONE
     if any(isinstance(f, Zero) for f in flat):
         return ZERO
     changed = True
@@ -301,12 +316,12 @@ def _merge_chain(flat: list[Expr]) -> list[Expr]:
         by_given: dict = {}
         for j, b in enumerate(flat):
             if isinstance(b, PTerm):
-                by_given.setdefault((frozenset(b.given), frozenset(b.do)), []).append(j)
+                by_given.setdefault((b.given_set, b.do_set), []).append(j)
         hit = None
         for i, a in enumerate(flat):
             if not isinstance(a, PTerm):
                 continue
-            cands = by_given.get((frozenset(a.given) | frozenset(a.head), frozenset(a.do)))
+            cands = by_given.get((a.given_set | a.head_set, a.do_set))
             if not cands:
                 continue
             avars = {v for v, _ in a.head} | {v for v, _ in a.given}
@@ -470,9 +485,10 @@ def _nest(syms: set, factors: list[Expr]) -> list[Expr]:
     while remaining:
         s = min(remaining, key=lambda t: (len(occ[t]), t))
         group = occ[s]
-        inner = {t for t in remaining if occ[t] <= group}
+        touched = set().union(*(fs[i] for i in group))
+        inner = {t for t in touched if t in remaining and occ[t] <= group}
         new = Sum(inner, make_product([items[i] for i in sorted(group)]))
-        new_fs = set().union(*(fs[i] for i in group)) - inner
+        new_fs = touched - inner
         for i in group:
             items[i] = None
         j = len(items)

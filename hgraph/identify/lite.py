@@ -111,12 +111,16 @@ class LiteGraph:
         return got
 
     # ------------------------------------------------------------------ reachability
+    # (the loops below iterate over set bits inline: they are the hot path of the recursion)
     def parents_of(self, s: int, within: int) -> int:
         """Parents (inside ``within``) of the nodes of ``s``, excluding ``s``."""
         out = 0
         pa = self.pa
-        for i in bits(s):
-            out |= pa[i]
+        m = s
+        while m:
+            low = m & -m
+            out |= pa[low.bit_length() - 1]
+            m ^= low
         return out & within & ~s
 
     def ancestors(self, s: int, within: int, cut: int = 0) -> int:
@@ -127,8 +131,11 @@ class LiteGraph:
         frontier = s & ~cut
         while frontier:
             new = 0
-            for i in bits(frontier):
-                new |= pa[i]
+            m = frontier
+            while m:
+                low = m & -m
+                new |= pa[low.bit_length() - 1]
+                m ^= low
             new &= within & ~result
             result |= new
             frontier = new & ~cut
@@ -141,8 +148,11 @@ class LiteGraph:
         frontier = result
         while frontier:
             new = 0
-            for j in bits(frontier):
-                new |= sib[j]
+            m = frontier
+            while m:
+                low = m & -m
+                new |= sib[low.bit_length() - 1]
+                m ^= low
             new &= within & ~result
             result |= new
             frontier = new
