@@ -42,9 +42,11 @@ def parse_available(spec) -> frozenset:
     raise QueryError(f"cannot read the available distribution {spec!r}")
 
 
-def _check(g: ADMG, names: Iterable[str], what: str):
+def _check(g: ADMG, names: Iterable[str], what):
+    """``what`` is a text or a zero-argument callable giving it (formatted only on error)."""
     unknown = [v for v in dict.fromkeys(names) if v not in g]
     if unknown:
+        what = what() if callable(what) else what
         raise QueryError(f"unknown variable(s) {unknown} in {what}; the graph has {list(g.nodes)}")
 
 
@@ -98,7 +100,7 @@ def identify(g, outcome, treatment=(), given=(), available=None, values: Mapping
     if not isinstance(g, ADMG):
         g = ADMG.load(g)
     q = _as_query(outcome, treatment, given, values)
-    _check(g, sorted(q.graph_variables(), key=str), f"query {q}")
+    _check(g, sorted(q.graph_variables(), key=str), lambda: f"query {q}")
     exps = []
     if observational:
         exps.append(frozenset())

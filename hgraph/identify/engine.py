@@ -195,6 +195,21 @@ def _desc_bits(mask: int):
         mask ^= 1 << k
 
 
+def _edge_text(g: LiteGraph, f: int) -> str:
+    """Edge string of the induced subgraph G[f] (directed edges, then confounders)."""
+    nm = g.names
+    parts = [f"{nm[j]} -> {nm[i]}" for i in bits(f) for j in bits(g.pa[i] & f)]
+    if g.admg is not None:
+        inside = set(g.names_of(f))
+        for name, members in g.admg.latent_groups.items():
+            r = [v for v in g.names_of(f) if v in members and v in inside]
+            if len(r) == 2:
+                parts.append(f"{r[0]} <-> {r[1]}")
+            elif len(r) > 2:
+                parts.append(f"{name}: {', '.join(r)}")
+    return "; ".join(parts)
+
+
 # --------------------------------------------------------------------------------------- engine
 class Engine:
     """One identification problem: a graph and the available distributions.
@@ -348,11 +363,8 @@ class Engine:
             if not (g.ch[i] & f_prime):
                 roots |= 1 << i
         names = g.names_of(f)
-        try:
-            text = g.admg.subgraph(names).to_string()
-        except Exception:  # pragma: no cover - defensive: the hedge text is informative only
-            text = ""
-        return Hedge(names, g.names_of(f_prime), g.names_of(roots), g.names_of(x & f), g.names_of(z), text)
+        return Hedge(names, g.names_of(f_prime), g.names_of(roots), g.names_of(x & f), g.names_of(z),
+                     _edge_text(g, f))
 
     # ------------------------------------------------------------------ IDC
     def idc(self, y: int, x: int, z: int) -> tuple[Expr, TraceNode]:

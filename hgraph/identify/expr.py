@@ -310,7 +310,12 @@ def make_product(factors: Iterable[Expr]) -> Expr:
 
 def _merge_chain(flat: list[Expr]) -> list[Expr]:
     """Chain rule backwards: ``P(A | C) P(B | A, C) = P(A, B | C)`` (same distribution)."""
-    if sum(1 for f in flat if isinstance(f, PTerm)) < 2:
+    terms = [f for f in flat if isinstance(f, PTerm)]
+    if len(terms) < 2:
+        return flat
+    # cheap pre-check: a merge needs |given(b)| = |given(a)| + |head(a)|
+    glen = {len(f.given) for f in terms}
+    if not any(len(a.given) + len(a.head) in glen for a in terms):
         return flat
     while True:
         by_given: dict = {}
