@@ -1,7 +1,8 @@
 """Benchmark: hgraph.identify against y0 on random ADMGs (10 to 800 nodes).
 
-For every size, random ADMGs (``hgraph.generate.random_admg``: Poisson(1.5) parents per node,
-0.5 n confounded pairs) and, per graph, two queries with small Y, X, Z: ``P(Y | do(X))`` and
+For every size, random ADMGs (``hgraph.generate.random_admg``) of two families -- *sparse*:
+Poisson(1.5) parents per node and 0.5 n confounded pairs; *dense*: Poisson(2.5) parents and n
+confounded pairs -- and, per graph, two queries with small Y, X, Z: ``P(Y | do(X))`` and
 ``P(Y | do(X), Z)``, where Y is one of the nodes with most ancestors and X, Z are 1-2 of its
 ancestors.  Both libraries answer the same queries in the same process, one after the other:
 
@@ -15,7 +16,7 @@ ancestors.  Both libraries answer the same queries in the same process, one afte
 Writes ``benchmarks/results/identify.json`` (a list of records ``{"benchmark", "method",
 "metric", "query", "value", "seconds", "config", "commit"}``) and prints a markdown table.
 
-    python scripts/bench_identify.py            # about 1-2 minutes
+    python scripts/bench_identify.py            # about 3-5 minutes (y0 takes most of it)
     python scripts/bench_identify.py --quick    # a few seconds
 """
 
@@ -39,6 +40,11 @@ from hgraph.identify import NotIdentifiable, identify  # noqa: E402
 
 SIZES = (10, 50, 100, 200, 800)
 KINDS = ("P(Y | do(X))", "P(Y | do(X), Z)")
+# graph families: name -> (random_admg keyword arguments, graphs per size (default, quick))
+FAMILIES = {
+    "sparse": (dict(avg_parents=1.5, bidirected=0.5), (25, 4)),
+    "dense": (dict(avg_parents=2.5, bidirected=1.0), (10, 2)),
+}
 
 
 def git_commit() -> str:
@@ -49,12 +55,12 @@ def git_commit() -> str:
         return "unknown"
 
 
-def make_queries(n: int, n_graphs: int, seed0: int = 0):
+def make_queries(n: int, n_graphs: int, seed0: int = 0, **graph_kw):
     """[(graph, y, x, z, kind)] for one size."""
     out = []
     for k in range(n_graphs):
         seed = seed0 + 1000 * n + k
-        g = random_admg(n, seed=seed)
+        g = random_admg(n, seed=seed, **graph_kw)
         rng = np.random.default_rng(seed)
         ranked = sorted(g.nodes, key=lambda v: (-len(g.ancestors([v])), v))
         y = None
@@ -118,13 +124,14 @@ def y0_tools():
 def main(argv=None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     ap.add_argument("--quick", action="store_true", help="few graphs per size (seconds)")
-    ap.add_argument("--graphs", type=int, default=None, help="graphs per size (default 25, quick 4)")
+    ap.add_argument("--graphs", type=int, default=None,
+                    help="graphs per size and family (default: sparse 25, dense 10; quick: 4, 2)")
+    ap.add_argument("--families", nargs="*", default=list(FAMILIES), choices=list(FAMILIES))
     ap.add_argument("--repeat", type=int, default=5, help="hgraph runs per query (median)")
     ap.add_argument("--sizes", type=int, nargs="*", default=list(SIZES))
     ap.add_argument("--out", default=str(ROOT / "benchmarks" / "results" / "identify.json"))
     ap.add_argument("--no-y0", action="store_true", help="time hgraph only")
     args = ap.parse_args(argv)
-    n_graphs = args.graphs or (4 if args.quick else 25)
     tools = None if args.no_y0 else y0_tools()
     if tools is None and not args.no_y0:
         print("y0 is not installed: timing hgraph only (pip install y0)", file=sys.stderr)
@@ -132,11 +139,14 @@ def main(argv=None) -> int:
     records = []
     rows = []
     t_start = time.perf_counter()
-    for n in args.sizes:
-        queries = make_queries(n, n_graphs)
-        config = (f"random_admg(n={n}, avg_parents=1.5, bidirected=0.5); {n_graphs} graphs x "
-                  f"{{P(Y|do(X)), P(Y|do(X),Z)}}, |Y|=1, |X|,|Z| in 1..2 ancestors of Y; "
-                  f"hgraph median of {args.repeat} runs")
+    plan = [(fam, n) for fam in args.families for n in args.sizes]
+    for fam, n in plan:
+        kw, (n_default, n_quick) = FAMILIES[fam]
+        n_graphs = args.graphs or (n_quick if args.quick else n_default)
+        queries = make_queries(n, n_graphs, seed0=0 if fam == "sparse" else 500, **kw)
+        config = (f"{fam}: random_admg(n={n}, avg_parents={kw['avg_parents']}, bidirected={kw['bidirected']}); "
+                  f"{n_graphs} graphs x {{P(Y|do(X)), P(Y|do(X),Z)}}, |Y|=1, |X|,|Z| in 1..2 ancestors of Y; "
+                  f"hgraph median of {args.repeat} runs, y0 one run")
         per = {k: {"h": [], "y": [], "ratio": [], "agree": 0, "total": 0, "err": 0, "nonid": 0} for k in KINDS}
         converted = {}
         for g, y, x, z, kind in queries:
@@ -187,25 +197,25 @@ def main(argv=None) -> int:
                 records.append({**base, "method": "y0", "metric": "y0_errors", "value": float(err),
                                 "seconds": 0.0})
             if kind is None:
-                rows.append((n, len(h), statistics.median(h), max(h), statistics.median(yy) if yy else None,
+                rows.append((fam, n, len(h), statistics.median(h), max(h), statistics.median(yy) if yy else None,
                              statistics.median(ratio) if ratio else None, min(ratio) if ratio else None,
                              (agree / total) if total else None, total, err, nonid))
-        print(f"n={n}: {len(queries)} queries done ({time.perf_counter() - t_start:.1f} s)", file=sys.stderr)
+        print(f"{fam} n={n}: {len(queries)} queries done ({time.perf_counter() - t_start:.1f} s)", file=sys.stderr)
     out = Path(args.out)
     out.parent.mkdir(parents=True, exist_ok=True)
     out.write_text(json.dumps(records, indent=1) + "\n")
     print(f"wrote {out} ({len(records)} records, commit {commit})", file=sys.stderr)
     print()
-    print("| nodes | queries | hgraph median | hgraph max | y0 median | speedup (median) | speedup (min) "
+    print("| graphs | nodes | queries | hgraph median | hgraph max | y0 median | speedup (median) | speedup (min) "
           "| verdict agreement | not identifiable |")
-    print("|---:|---:|---:|---:|---:|---:|---:|---:|---:|")
+    print("|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|")
 
     def ms(v):
         return "n/a" if v is None else (f"{1000 * v:.2f} ms" if v < 1 else f"{v:.2f} s")
 
-    for n, nq, hm, hmax, ym, sp, spmin, ag, tot, err, nonid in rows:
+    for fam, n, nq, hm, hmax, ym, sp, spmin, ag, tot, err, nonid in rows:
         agt = "n/a" if ag is None else f"{ag:.3f} ({tot}{f', {err} y0 errors' if err else ''})"
-        print(f"| {n} | {nq} | {ms(hm)} | {ms(hmax)} | {ms(ym)} | "
+        print(f"| {fam} | {n} | {nq} | {ms(hm)} | {ms(hmax)} | {ms(ym)} | "
               f"{'n/a' if sp is None else f'{sp:.0f}x'} | {'n/a' if spmin is None else f'{spmin:.0f}x'} | "
               f"{agt} | {nonid} |")
     return 0
