@@ -30,9 +30,15 @@ tables.  ID*/IDC* are complete with respect to ``P_*`` (all experiments); identi
 the query is reported as not identifiable even in the rare cases where a cleverer combination of
 terms would be (a complete method is Correa, Lee & Bareinboim 2021, ctfID).
 
+Cost: the counterfactual graph has at most (number of distinct subscripts) x |V| nodes and
+make-cg compares the copies of each variable pairwise, so every step is polynomial in the size of
+the graph and of the query; each line-8 term costs one gID run (cached per term).
+
 IDC* (Fig. 10): evidence ``δ`` is moved into the subscripts of ``γ`` by the counterfactual rule 2
-(``(γ' ⟂ y_x | δ' \\ {y_x})`` in ``G'`` with the edges out of ``y_x`` cut), then
-``P(γ | δ) = P'/Σ_γ P'`` with ``P' = ID*(γ' ∧ δ')``.
+(``(γ' ⟂ y_x | δ' \\ {y_x})`` in ``G'`` with the edges out of ``y_x`` cut; the action ``Y = y`` then
+enters the subscript of every event downstream of ``y_x``, in ``γ'`` and in the rest of ``δ'``),
+then ``P(γ | δ) = P'/Σ_γ P'`` with ``P' = ID*(γ' ∧ δ')``.  The values of ``γ`` are kept symbolic
+until the end so that ``Σ_γ P'`` is ``P(δ)``.
 """
 
 from __future__ import annotations

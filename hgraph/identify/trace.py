@@ -179,7 +179,9 @@ class TraceNode:
             detail.append(f"S={_fmt(self.components[0]) if self.components else '{}'} ⊂ S'={_fmt(self.super_component)}, "
                           f"X_Z={_fmt(self.x_z)}")
         if self.factors:
-            detail.append("factors " + " ".join(str(f) for f in self.factors))
+            # the factors are conditionals of P(V | do(hat_x)) (ID-GEN's dataset D')
+            sub = f"_{{{', '.join(self.hat_x)}}}" if self.hat_x else ""
+            detail.append("factors " + " ".join(f"P{sub}" + str(f)[1:] for f in self.factors))
         if self.summed:
             detail.append(f"sum over {_fmt(self.summed)}")
         if self.hedge is not None:
