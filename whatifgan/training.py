@@ -77,6 +77,11 @@ class TrainConfig:
                                      #: ``eval_every`` or 50 steps) is below this plus the sampling
                                      #: noise floor twice in a row; uses data only, never the truth
     fit_samples: int = 20000         #: samples for that check
+    ema_decay: float | None = 0.99   #: keep an exponential moving average of the trained
+                                     #: mechanisms' weights (Yazici et al. 2019); evaluation uses it
+                                     #: and it becomes the final model. None: last iterate
+    straight_through: bool = False   #: hard one-hot Gumbel samples in the forward pass during
+                                     #: training (gradients of the soft sample); soft by default
     lr_decay: float = 0.5            #: linearly decay both learning rates to 10% over the last
                                      #: ``lr_decay`` fraction of the steps (0: constant); damps the
                                      #: oscillation of the final GAN iterate
@@ -220,7 +225,7 @@ def train(dcm: DCM, datasets: Sequence[Dataset], config: TrainConfig | Mapping |
             u = uses[i]
             n = next(iter(real.values())).shape[0]
             do = {x: real[x] for x in u.conditioning}
-            out = dcm(n, do=do, only=u.compared)
+            out = dcm(n, do=do, only=u.compared, hard=cfg.straight_through)
             fake = {x: out[x] for x in u.compared}
             fake.update(do)
             return fake
@@ -231,6 +236,8 @@ def train(dcm: DCM, datasets: Sequence[Dataset], config: TrainConfig | Mapping |
                 schedule.apply(dcm.mechanisms[v], t)
             return schedule(t)
 
+        mods = torch.nn.ModuleDict({v: dcm.mechanisms[v] for v in trainable})
+        ema = _EMA(mods, cfg.ema_decay) if cfg.ema_decay else None
         prefix = f"hnode{step.index}"
         wcfg = WGANGPConfig(lr=cfg.lr, critic_lr=cfg.critic_lr, n_critic=cfg.n_critic, gp_lambda=cfg.gp_lambda,
                             pac=cfg.pac, max_steps=cfg.steps, time_budget=cfg.time_budget,
@@ -240,8 +247,11 @@ def train(dcm: DCM, datasets: Sequence[Dataset], config: TrainConfig | Mapping |
         step_logger = TensorBoardLogger(run / "tb" / prefix if run is not None else None, enabled=run is not None)
         trainer = WGANGPTrainer(dcm.parameters_of(trainable), critics, loaders, sampler, keys, config=wcfg,
                                 dataset_names=[u.dataset for u in uses], device=device, logger=step_logger,
-                                checkpoint_modules={f"mech/{v}": dcm.mechanisms[v] for v in trainable},
+                                checkpoint_modules={f"mech/{v}": dcm.mechanisms[v] for v in trainable}
+                                | ({"ema": ema.avg} if ema is not None else {}),
                                 temperature_callback=temp_cb)
+        if ema is not None:
+            trainer.add_hook(lambda tr, ema=ema: ema.update(), every=1, name="ema")
         if cfg.lr_decay > 0:
             def decay(tr, cfg=cfg):
                 start = (1.0 - cfg.lr_decay) * cfg.steps
@@ -259,8 +269,9 @@ def train(dcm: DCM, datasets: Sequence[Dataset], config: TrainConfig | Mapping |
             fit = _DataFit(dcm, uses, [by_name[u.dataset] for u in uses], cfg.fit_samples, cfg.seed + step.index)
             hits = {"n": 0}
 
-            def fit_hook(tr, fit=fit, hits=hits):
-                gap, floor = fit()
+            def fit_hook(tr, fit=fit, hits=hits, ema=ema):
+                with _averaged(ema):
+                    gap, floor = fit()
                 hits["n"] = hits["n"] + 1 if gap <= cfg.early_stop_tvd + floor else 0
                 if hits["n"] >= 2:
                     tr.request_stop()
@@ -268,8 +279,9 @@ def train(dcm: DCM, datasets: Sequence[Dataset], config: TrainConfig | Mapping |
 
             trainer.add_hook(fit_hook, every=cfg.eval_every or 50, name="data_fit")
         if evaluator is not None and cfg.eval_every:
-            def hook(tr, step=step):
-                m = dict(evaluator(dcm))
+            def hook(tr, step=step, ema=ema):
+                with _averaged(ema):
+                    m = dict(evaluator(dcm))
                 result.history.append({"time": time.perf_counter() - t_start, "step": tr.step,
                                        "hnode": step.index, **m})
                 return m
@@ -279,6 +291,8 @@ def train(dcm: DCM, datasets: Sequence[Dataset], config: TrainConfig | Mapping |
         if resume and partial is not None and partial.exists():
             trainer.load_checkpoint(partial)
         trainer.train()
+        if ema is not None:  # the averaged weights are the trained model
+            ema.copy_to()
         step_logger.flush()
         for v in trainable:  # a trained mechanism keeps the final temperature of its schedule
             schedule.apply(dcm.mechanisms[v], cfg.steps)
@@ -304,6 +318,55 @@ def train(dcm: DCM, datasets: Sequence[Dataset], config: TrainConfig | Mapping |
     if run is not None and save:
         save_model(dcm, run, plan=plan, datasets=datasets, config=cfg)
     return result
+
+
+class _EMA:
+    """Exponential moving average of a module's parameters; ``avg`` is a module (so checkpoints
+    save it), buffers (BatchNorm statistics) are copied from the live module when used."""
+
+    def __init__(self, module: torch.nn.Module, decay: float):
+        import copy
+
+        self.module, self.decay = module, float(decay)
+        self.avg = copy.deepcopy(module)
+        for p in self.avg.parameters():
+            p.requires_grad_(False)
+        self.avg.register_buffer("_n", torch.zeros((), dtype=torch.long))
+
+    @torch.no_grad()
+    def update(self) -> None:
+        n = int(self.avg._n)
+        d = min(self.decay, (1 + n) / (10 + n))
+        for a, p in zip(self.avg.parameters(), self.module.parameters()):
+            a.lerp_(p.detach(), 1.0 - d)
+        self.avg._n += 1
+
+    @torch.no_grad()
+    def swap(self) -> None:
+        for a, p in zip(self.avg.parameters(), self.module.parameters()):
+            tmp = p.detach().clone()
+            p.copy_(a)
+            a.copy_(tmp)
+
+    @torch.no_grad()
+    def copy_to(self) -> None:
+        for a, p in zip(self.avg.parameters(), self.module.parameters()):
+            p.copy_(a)
+
+
+class _averaged:
+    """Context: the trained mechanisms temporarily hold their averaged weights."""
+
+    def __init__(self, ema):
+        self.ema = ema
+
+    def __enter__(self):
+        if self.ema is not None:
+            self.ema.swap()
+
+    def __exit__(self, *exc):
+        if self.ema is not None:
+            self.ema.swap()
 
 
 class _DataFit:
