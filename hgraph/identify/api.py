@@ -113,9 +113,8 @@ def identify(g, outcome, treatment=(), given=(), available=None, values: Mapping
         raise QueryError("no distribution is available: give `available` experiments or keep observational=True")
     available_text = ", ".join(_exp_text(z) for z in exps)
     lite = LiteGraph(g)
+    # gID with P(V) only is ID; trace nodes use ID's line numbers and record the experiment read
     engine = Engine(lite, [lite.mask(z) for z in exps], trace=trace)
-    if len(exps) > 1 or exps[0]:
-        engine.algorithm = "ID"  # gID's lines 1-4 are ID's; experiments are recorded per call
     if q.is_counterfactual:
         return _identify_cf(g, lite, engine, q, exps, available_text)
     y, x, z = lite.mask(q.outcome), lite.mask(q.treatment), lite.mask(q.given)
