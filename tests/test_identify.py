@@ -412,3 +412,14 @@ def test_factor_over_outcome_given_treatment():
     scm = DiscreteSCM.random(est.graph, seed=0)
     f = est.evaluate(scm)
     assert isinstance(f, Factor) and f.vars == ("Y", "X", "Z")
+
+
+def test_trace_off_and_callable_subpackage():
+    import hgraph.identify.engine as engine_module  # the subpackage stays importable
+
+    assert engine_module.Engine is not None
+    for q in ("P(A | do(D))", "P(A_{D=1} | D=0)", "P(A | do(D), I)"):
+        est = identify("frontdoor", q, trace=False)
+        assert est.trace is None and str(est) == str(identify("frontdoor", q))
+    # hgraph.identify is the subpackage and calls hgraph.identify.identify
+    assert str(hgraph.identify("frontdoor", "P(A | do(D))")) == str(identify("frontdoor", "P(A | do(D))"))
