@@ -90,6 +90,7 @@ class DatasetSpec:
     name: str
     targets: frozenset = frozenset()
     variables: frozenset | None = None
+    exclude: frozenset = frozenset()  # "all but these" (resolved into ``variables``)
 
     def observed(self, g: ADMG) -> frozenset:
         return frozenset(g.nodes) if self.variables is None else self.variables
@@ -132,19 +133,18 @@ class DatasetSpec:
             pos = [x for x in items if not x.startswith("-")]
             if neg and pos:
                 raise PlanError(f"dataset {text!r}: list either variables or exclusions (-V), not both")
-            variables = ("-", frozenset(neg)) if neg else frozenset(pos)
-        spec = cls(name=name, targets=targets, variables=None)
-        if variables is not None:
-            object.__setattr__(spec, "variables", variables)
-        return spec
+            if neg:
+                return cls(name=name, targets=targets, exclude=frozenset(neg))
+            variables = frozenset(pos)
+        return cls(name=name, targets=targets, variables=variables)
 
     def resolve(self, g: ADMG) -> "DatasetSpec":
         """Check the names against the graph (and expand ``-V`` exclusion lists)."""
         g.check_nodes(self.targets, f"dataset {self.name} targets")
         v = self.variables
-        if isinstance(v, tuple):
-            g.check_nodes(v[1], f"dataset {self.name} exclusions")
-            v = frozenset(g.nodes) - v[1]
+        if self.exclude:
+            g.check_nodes(self.exclude, f"dataset {self.name} exclusions")
+            v = (frozenset(g.nodes) if v is None else v) - self.exclude
         elif v is not None:
             g.check_nodes(v, f"dataset {self.name} variables")
             v = frozenset(v)
@@ -164,7 +164,7 @@ class DatasetSpec:
             if "variables" in obj and "exclude" in obj:
                 raise PlanError(f"dataset {name}: give 'variables' or 'exclude', not both")
             if "exclude" in obj:
-                return cls(name, targets, ("-", as_set(obj["exclude"])))  # type: ignore[arg-type]
+                return cls(name, targets, exclude=as_set(obj["exclude"]))
             v = obj.get("variables")
             return cls(name, targets, None if v is None else as_set(v))
         if isinstance(obj, (set, frozenset, list, tuple)):
