@@ -12,6 +12,7 @@ markdown table.
 from __future__ import annotations
 
 import argparse
+import shutil
 import sys
 from pathlib import Path
 
@@ -55,7 +56,10 @@ def main(argv=None) -> int:
                 ds = build_datasets(c, scm, g)
                 n_steps = len([s for s in training_plan(g, [d.spec() for d in ds]).steps if s.uses])
                 c["train"]["steps"] = int(c["train"].get("steps", 2000)) * max(1, n_steps)
-            rep = run(c, Path(args.runs) / f"{cfg['name']}-{mode}", mode=mode, progress=False)
+            run_dir = Path(args.runs) / f"{cfg['name']}-{mode}"
+            rep = run(c, run_dir, mode=mode, progress=False)
+            if (run_dir / "tvd.png").exists():  # the TVD curve next to the JSON (runs are not kept)
+                shutil.copy(run_dir / "tvd.png", Path(args.out).parent / f"dcm_{cfg['name']}_{mode}.png")
             reports[mode] = rep
             conf = f"{name}: steps={c['train'].get('steps')}, batch={c['train'].get('batch_size')}"
             for q, v in rep["tvd"].items():
