@@ -240,3 +240,27 @@ def test_cmnist2_lowdim_tiny_benchmark(tmp_path):
     assert tv["P(Y1, Y2, Thick | do(X1))"] < 0.1 and tv["P(Color_{X1=1, X2=2} | X1=0, X2=1)"] < 0.12, tv
     dcm, cfg, sampler = load_run(tmp_path)  # the saved run reloads and answers queries
     assert sampler.query("P(Color | do(X1=1, X2=2))", n=2000).vars == ("Color",)
+
+
+def test_tiny_image_dcm_trains_and_samples_interventional_images():
+    from whatifgan.variables import Image
+
+    rng = np.random.default_rng(0)
+    n = 256
+    d = rng.integers(0, 2, n)
+    img = np.zeros((n, 1, 28, 28), np.uint8)
+    img[d == 0, :, 4:24, 10:14] = 255  # vertical bar for D=0, horizontal for D=1
+    img[d == 1, :, 10:14, 4:24] = 255
+    a = np.where(rng.random(n) < 0.9, d, 1 - d)
+    vs = VariableSet([Categorical("D", 2), Image("I", (1, 28, 28)), Categorical("A", 2)])
+    dcm = DCM("D -> I; I -> A; D <-> A", vs, noise_dim=8, conf_dim=8, generator_kwargs={"hidden": (16, 16)},
+              image_kwargs={"base_channels": 8, "embed_dim": 8, "encoder_channels": (8, 8, 8)},
+              image_child_kwargs={"channels": (8, 8, 8), "embed_dim": 8, "hidden": (16,)})
+    res = train(dcm, [Dataset("obs", {"D": d, "I": img, "A": a})],
+                TrainConfig(steps=2, batch_size=16, progress=False, critic_hidden=(16, 16),
+                            image_critic_channels=(8, 8, 8), n_critic=1))
+    assert [s["hnode"] for s in res.steps] == [["I"], ["D", "A"]]
+    s = dcm.sample(6, do={"D": 1})
+    assert s["I"].shape == (6, 1, 28, 28) and (s["D"] == 1).all() and s["A"].shape == (6,)
+    with pytest.raises(DataError, match="'I'"):
+        train(dcm, [Dataset("obs", {"D": d, "I": img[:, :, :20, :20], "A": a})], TrainConfig(steps=1, progress=False))

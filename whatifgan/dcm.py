@@ -53,11 +53,16 @@ class DCM(nn.Module):
     generator: registry name of the default network for low-dimensional variables, built with
         ``noise_dim``, ``conf_dim`` (all confounders of the variable, concatenated),
         ``parent_dims`` and ``output`` plus ``generator_kwargs``.
+    image_generator, image_child_generator, image_kwargs, image_child_kwargs: the networks of
+        image variables (conditional conv generator) and of low-dimensional children of images
+        (conv encoder + head), with their keyword arguments.
     """
 
     def __init__(self, graph, variables, modules: Mapping[str, Any] | None = None,
                  plugins: Mapping[str, Callable] | None = None, noise_dim: int = 128,
-                 conf_dim: int = 128, generator: str = "mlp", generator_kwargs: Mapping | None = None):
+                 conf_dim: int = 128, generator: str = "mlp", generator_kwargs: Mapping | None = None,
+                 image_generator: str = "conv", image_child_generator: str = "conv_classifier",
+                 image_kwargs: Mapping | None = None, image_child_kwargs: Mapping | None = None):
         super().__init__()
         self.graph = ADMG.load(graph)
         self.variables = variables if isinstance(variables, VariableSet) else VariableSet.from_config(variables)
@@ -78,6 +83,8 @@ class DCM(nn.Module):
             if v not in self.graph:
                 raise ValueError(f"module given for unknown variable {v!r}")
         gkw = dict(generator_kwargs or {})
+        ikw = dict(image_kwargs or {})
+        ckw = dict(image_child_kwargs or {})
         mechs = {}
         for v in self.order:
             spec = self.variables[v]
@@ -89,8 +96,18 @@ class DCM(nn.Module):
             elif v in modules:
                 mechs[v] = modules[v]
             else:
-                mechs[v] = build(generator, out_dim=spec.dim, output=spec.kind, noise_dim=self.noise_dim,
-                                 conf_dim=cdim, parent_dims={p: self.variables[p].dim for p in pa}, **gkw)
+                image_parents = [p for p in pa if self.variables[p].kind == "image"]
+                pdims = {p: (tuple(self.variables[p].shape) if p in image_parents else self.variables[p].dim)
+                         for p in pa}
+                if spec.kind == "image":  # conditional DCGAN-style generator
+                    mechs[v] = build(image_generator, shape=tuple(spec.shape), noise_dim=self.noise_dim,
+                                     conf_dim=cdim, parent_dims=pdims, **ikw)
+                elif image_parents:  # a discrete/continuous child of images: conv encoder + head
+                    mechs[v] = build(image_child_generator, out_dim=spec.dim, output=spec.kind,
+                                     noise_dim=self.noise_dim, conf_dim=cdim, parent_dims=pdims, **ckw)
+                else:
+                    mechs[v] = build(generator, out_dim=spec.dim, output=spec.kind, noise_dim=self.noise_dim,
+                                     conf_dim=cdim, parent_dims=pdims, **gkw)
         self.mechanisms = nn.ModuleDict(mechs)
         self._frozen: set[str] = set()
 

@@ -62,6 +62,7 @@ class TrainConfig:
     gp_lambda: float = 10.0
     pac: int = 1
     critic_hidden: tuple = (256, 256)
+    image_critic_channels: tuple = (64, 128, 256)  #: conv critic widths when images are compared
     t0: float = 1.0                  #: Gumbel-softmax temperature max(t0 exp(-r t), t_min)
     t_min: float = 0.1
     anneal_steps: int | None = None  #: steps to reach t_min (default: 2/3 of ``steps``)
@@ -93,8 +94,9 @@ class TrainConfig:
         bad = sorted(set(d) - valid)
         if bad:
             raise ValueError(f"unknown training option(s) {bad}; valid: {sorted(valid)}")
-        if "critic_hidden" in d:
-            d["critic_hidden"] = tuple(d["critic_hidden"])
+        for k in ("critic_hidden", "image_critic_channels"):
+            if k in d:
+                d[k] = tuple(d[k])
         return cls(**d)
 
 
@@ -217,8 +219,7 @@ def train(dcm: DCM, datasets: Sequence[Dataset], config: TrainConfig | Mapping |
             k = list(u.compared) + list(u.conditioning)
             keys.append(k)
             tensors = _encode(dcm, ds, k, device)
-            in_dim = sum(dcm.variables[x].dim for x in k)
-            critics.append(build("critic_mlp", in_dim=in_dim, hidden=cfg.critic_hidden, pac=cfg.pac).to(device))
+            critics.append(_critic(dcm, k, cfg).to(device))
             loaders.append(TensorDictLoader(tensors, min(cfg.batch_size, len(ds)), seed=cfg.seed * 7919 + 31 * step.index + j))
 
         def sampler(real: Mapping[str, torch.Tensor], i: int, uses=uses) -> dict[str, torch.Tensor]:
@@ -318,6 +319,18 @@ def train(dcm: DCM, datasets: Sequence[Dataset], config: TrainConfig | Mapping |
     if run is not None and save:
         save_model(dcm, run, plan=plan, datasets=datasets, config=cfg)
     return result
+
+
+def _critic(dcm: DCM, keys, cfg: TrainConfig):
+    """An MLP critic over the compared variables, or a conv critic with label planes when one of
+    them is an image (the low-dimensional ones are tiled into constant planes)."""
+    images = {k: tuple(dcm.variables[k].shape) for k in keys if dcm.variables[k].kind == "image"}
+    if not images:
+        return build("critic_mlp", in_dim=sum(dcm.variables[x].dim for x in keys), hidden=cfg.critic_hidden,
+                     pac=cfg.pac)
+    cond = {k: dcm.variables[k].dim for k in keys if k not in images}
+    return build("critic_conv", images=images, cond_dims=cond, pac=cfg.pac, keys=list(keys),
+                 channels=tuple(cfg.image_critic_channels), hidden=cfg.critic_hidden[0])
 
 
 class _EMA:
