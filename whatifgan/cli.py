@@ -178,6 +178,17 @@ def build_parser() -> argparse.ArgumentParser:
         s.add_argument("--truth", action="store_true", help="also print the exact answer of the generating SCM")
         s.set_defaults(func=_cmd_query)
 
+    import importlib
+
+    for mod in ("idgen_cli", "diffscm_cli", "cage_cli"):  # the other papers' pipelines
+        try:
+            m = importlib.import_module(f"whatifgan.{mod}")
+        except ModuleNotFoundError as e:
+            if e.name != f"whatifgan.{mod}":
+                raise
+            continue
+        m.register(sub)
+
     s = sub.add_parser("evaluate", help="TVD of the config's queries against the exact truth")
     s.add_argument("run")
     s.add_argument("--queries", nargs="*")
@@ -193,8 +204,14 @@ def main(argv=None) -> int:
     from hgraph import GraphError
     from hgraph.identify import NotIdentifiable
 
+    func = getattr(args, "func", None)
+    if func is None:  # groups registered by pipeline modules may only provide run(args)
+        import importlib
+
+        mod = {"idgen": "idgen_cli", "diffscm": "diffscm_cli", "probe": "cage_cli"}.get(args.cmd)
+        func = importlib.import_module(f"whatifgan.{mod}").run
     try:
-        return int(args.func(args) or 0)
+        return int(func(args) or 0)
     except NotIdentifiable as e:
         print(f"error: {e}\n(use --force to sample anyway)", file=sys.stderr)
         return 1
