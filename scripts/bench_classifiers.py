@@ -15,11 +15,13 @@ For each image dataset (Napkin-MNIST, Colored-MNIST-2, front-door Colored-MNIST,
 
     python scripts/bench_classifiers.py [--n 10000] [--held-out 2000] [--steps 3000]
         [--datasets napkin colored_mnist2 frontdoor morpho] [--out benchmarks/results/classifiers.json]
+        [--append]   (keep the other datasets' records already in --out)
 """
 
 from __future__ import annotations
 
 import argparse
+import json
 import sys
 import time
 from pathlib import Path
@@ -27,7 +29,6 @@ from pathlib import Path
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-import numpy as np  # noqa: E402
 import torch  # noqa: E402
 
 from benchlib import git_commit, record, write_results  # noqa: E402
@@ -49,9 +50,15 @@ def main(argv=None) -> int:
     ap.add_argument("--cache-dir", default=None)
     ap.add_argument("--retrain", action="store_true")
     ap.add_argument("--out", default="benchmarks/results/classifiers.json")
+    ap.add_argument("--append", action="store_true",
+                    help="keep the records of other datasets already in --out (replace this run's datasets)")
     args = ap.parse_args(argv)
     torch.set_num_threads(args.threads)
     commit = git_commit()
+    kept = []
+    if args.append and Path(args.out).is_file():
+        kept = [r for r in json.loads(Path(args.out).read_text())
+                if r["query"].split(":")[0] not in args.datasets]
     records = []
     for kind in args.datasets:
         common = {"cache_dir": args.cache_dir, "workers": args.workers, "progress": None}
@@ -105,7 +112,7 @@ def main(argv=None) -> int:
                                   None, cfg, commit))
             records.append(record("attribute_classifiers", "digit_features", "fid_self", f"{kind}:{var}", f_self,
                                   None, cfg, commit))
-        write_results(args.out, records)  # after every dataset: partial results survive an interruption
+        write_results(args.out, kept + records)  # after every dataset: partial results survive an interruption
     for r in records:
         if r["metric"] in ("heldout_accuracy", "fid_train_vs_heldout", "render_seconds_10k_rows", "data_seconds"):
             print(f"{r['metric']:24s} {r['query']:28s} {r['value']:.4f}")

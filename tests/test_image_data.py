@@ -16,7 +16,6 @@ from hgraph import Factor
 from whatifgan.data import image_scms as S
 from whatifgan.data.image_scms import (
     PALETTE,
-    THICKNESS_PX,
     colored_mnist2,
     frontdoor_colored_mnist,
     generate,

@@ -56,8 +56,8 @@ import itertools
 import json
 import os
 import re
-import shutil
 import tempfile
+import warnings
 import time
 from collections.abc import Callable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
@@ -365,12 +365,9 @@ def stroke_intensity(images: np.ndarray, threshold: float = 0.5) -> np.ndarray:
     x = np.asarray(images, dtype=np.float64).reshape(len(images), -1)
     lo, hi = x.min(axis=1, keepdims=True), x.max(axis=1, keepdims=True)
     mask = (x >= lo + (hi - lo) * threshold) & (hi > lo)
-    with np.errstate(all="ignore"):
-        import warnings
-
-        with warnings.catch_warnings():
-            warnings.simplefilter("ignore", RuntimeWarning)
-            return np.nanmedian(np.where(mask, x, np.nan), axis=1)
+    with warnings.catch_warnings():  # all-NaN rows (blank images) give NaN quietly
+        warnings.simplefilter("ignore", RuntimeWarning)
+        return np.nanmedian(np.where(mask, x, np.nan), axis=1)
 
 
 def _pool_chunk(args):

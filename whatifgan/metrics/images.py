@@ -11,7 +11,13 @@ images rendered from *unseen* MNIST digits (the embedded test split), temperatur
 cached on disk keyed by the dataset's manifest hash (and the training settings).
 
 :func:`image_attributes` maps generated images to the attribute codes of the twin SCM, so the TVD
-of any image query against the exact discrete ground truth is :func:`attribute_tvd`.
+of any image query against the exact discrete ground truth is :func:`attribute_tvd`; e.g. for
+Napkin-MNIST's ``P(Y | do(X = a red, regular 3))``::
+
+    clf = train_attribute_classifiers(data)                      # once; cached
+    codes = image_attributes({"Y": generated_y}, data, clf)      # generator outputs in [-1, 1]
+    truth = data.scm.prob(["Y_color"], do={"X_digit": 3, "X_color": 0, "X_thick": 1})
+    attribute_tvd(codes, truth)
 
 FID (Heusel et al. 2017) here is **not** Inception FID: the features are the penultimate layer
 (``feature_dim`` = 128 ReLU units) of the digit classifier trained on the dataset itself, as the
