@@ -146,10 +146,9 @@ class InputEncoder(nn.Module):
         self.constant = dim == 0
         self.out_dim = max(dim, 1)
 
-    def forward(self, values: Table, n: int | None = None) -> Tensor:
+    def forward(self, values: Table, n: int | None = None, device=None) -> Tensor:
         if n is None:
             n = next(iter(values.values())).shape[0] if values else 1
-        dev = _infer_device(self) if self.convs else None
         parts = []
         for name, v in self.specs.items():
             x = values[name]
@@ -162,8 +161,8 @@ class InputEncoder(nn.Module):
             parts.append(x)
         if self.constant:
             ref = next(iter(values.values())) if values else None
-            device = ref.device if ref is not None else (dev or _infer_device(self))
-            return torch.ones(n, 1, device=device)
+            dev = ref.device if ref is not None else device
+            return torch.ones(n, 1, device=dev)
         return torch.cat(parts, dim=1)
 
 
@@ -284,10 +283,10 @@ class CategoricalClassifier(ConditionalModel):
 
     def forward(self, values: Table) -> Tensor:
         """Uncalibrated logits (what the trainer fits)."""
-        n = next(iter(values.values())).shape[0] if values else None
-        if n is None:
+        if not values:
             raise ValueError("forward needs at least one column (the target) to know the batch size")
-        return self.mlp(self.encoder({k: values[k] for k in self.input_specs}, n))
+        ref = next(iter(values.values()))
+        return self.mlp(self.encoder({k: values[k] for k in self.input_specs}, ref.shape[0], ref.device))
 
     @torch.no_grad()
     def probs(self, values: Table, n: int) -> Tensor:
@@ -295,10 +294,8 @@ class CategoricalClassifier(ConditionalModel):
         was = self.training
         self.eval()
         try:
-            if self.input_specs:
-                z = self.mlp(self.encoder(values, n))
-            else:
-                z = self.mlp(torch.ones(n, 1, device=self.temperature.device))
+            z = self.mlp(self.encoder({k: values[k] for k in self.input_specs}, n,
+                                      self.temperature.device))
         finally:
             self.train(was)
         return torch.softmax(z.to(torch.float64) / self.temperature.to(torch.float64), dim=1)
@@ -627,23 +624,27 @@ class ClassifierBackend(Backend):
         rows = {k: codes[:, j] for j, k in enumerate(names)}
         y = rows[variable.name]
         w = counts / counts.sum()
+        # categorical inputs: the encoder has no parameters, encode once
+        feats = model.encoder({k: rows[k] for k in inputs}, y.shape[0], y.device)
         vagg = None
         if val is not None:
             vc, vn = _aggregate(val, [variable, *inputs.values()])
-            vagg = ({k: vc[:, j] for j, k in enumerate(names)}, vn / vn.sum())
+            vrows = {k: vc[:, j] for j, k in enumerate(names)}
+            vfeats = model.encoder({k: vrows[k] for k in inputs}, vc.shape[0], vc.device)
+            vagg = (vfeats, vrows[variable.name], vn / vn.sum())
         opt = torch.optim.Adam(model.parameters(), lr=self.full_batch_lr, weight_decay=self.weight_decay,
                                foreach=True)
         best, best_state, bad, step, stopped = float("inf"), None, 0, 0, "max_steps"
         model.train()
         for step in range(1, self.full_batch_steps + 1):
-            loss = (F.cross_entropy(model(rows), y, reduction="none") * w).sum()
+            loss = (F.cross_entropy(model.mlp(feats), y, reduction="none") * w).sum()
             opt.zero_grad(set_to_none=True)
             loss.backward()
             opt.step()
             if vagg is not None and step % self.full_batch_eval_every == 0:
                 with torch.no_grad():
-                    vl = float((F.cross_entropy(model(vagg[0]), vagg[0][variable.name], reduction="none")
-                                * vagg[1]).sum())
+                    vl = float((F.cross_entropy(model.mlp(vagg[0]), vagg[1], reduction="none")
+                                * vagg[2]).sum())
                 if vl < best - 1e-5:
                     best, bad = vl, 0
                     best_state = {k: v.detach().clone() for k, v in model.state_dict().items()}

@@ -64,6 +64,7 @@ class IDGenOptions:
 
     inputs: str = "predecessors"      #: "predecessors" (Algorithm 2) or "reduced" (Tian-Pearl set)
     x_z: str = "auto"                 #: how Update/IDC-GEN draw interventions: uniform/empirical/auto
+    arbitrary: str = "empirical"      #: sources of line-3 variables: "empirical" (P(w)) or "uniform"
     n_update: int | None = None       #: rows of each D' (default: rows of the dataset it replaces)
     n_final: int | None = None        #: rows sampled from H1 for IDC-GEN's final model
     #: (default: max(rows of D, 100000) -- sampling H1 is cheap and conditionals amplify noise)
@@ -76,6 +77,8 @@ class IDGenOptions:
             raise ValueError(f"inputs must be 'predecessors' or 'reduced', got {self.inputs!r}")
         if self.x_z not in ("auto", "uniform", "empirical"):
             raise ValueError(f"x_z must be 'auto', 'uniform' or 'empirical', got {self.x_z!r}")
+        if self.arbitrary not in ("uniform", "empirical"):
+            raise ValueError(f"arbitrary must be 'uniform' or 'empirical', got {self.arbitrary!r}")
 
 
 def _seed(*parts: Any) -> int:
@@ -407,7 +410,7 @@ class _Builder:
                 out[i] = Node(i, "input", None, {}, "query input")
                 continue
             spec = self.variables[var]
-            mode = self.draw_mode(spec)
+            mode = self.opts.arbitrary if spec.kind == "categorical" else "empirical"
             if self.dry:
                 model: ConditionalModel = _Placeholder(spec, {}, f"{mode} source")
             elif mode == "uniform":
