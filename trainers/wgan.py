@@ -30,10 +30,7 @@ the feature (channel) dimension; interpolation weights and gradient norms are pe
 
 from __future__ import annotations
 
-import dataclasses
 import os
-import time
-import warnings
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
@@ -43,18 +40,14 @@ from torch import Tensor, nn
 
 from .core import (
     EarlyStopping,
-    ProgressBar,
-    StopTraining,
     TensorBoardLogger,
     TrainState,
-    check_finite,
     cycle,
-    get_rng_state,
     move_to_device,
     resolve_device,
-    set_rng_state,
     unwrap_model,
 )
+from .loop import LoopTrainer
 
 __all__ = ["WGANGPConfig", "WGANGPTrainer", "gradient_penalty", "pack"]
 
@@ -153,14 +146,7 @@ def _critic_input(batch: Mapping[str, Tensor], keys: Sequence[str], pac: int, fl
     return {k: pack(_float(batch[k]), pac) for k in keys}
 
 
-class _Hook:
-    def __init__(self, fn: Callable, every: int, name: str):
-        if every < 1:
-            raise ValueError(f"hook {name!r}: every must be >= 1, got {every}")
-        self.fn, self.every, self.name = fn, int(every), name
-
-
-class WGANGPTrainer:
+class WGANGPTrainer(LoopTrainer):
     """WGAN-GP with several datasets/critics; only the given generator parameters move.
 
     Parameters
@@ -193,9 +179,13 @@ class WGANGPTrainer:
         schedule); a returned number is logged as ``temperature``.
     early_stopping:
         :class:`trainers.core.EarlyStopping` on a metric returned by a hook.
+
+    Hooks, ``train()`` and the checkpoint methods come from :class:`trainers.loop.LoopTrainer`;
+    one step (``step``, ``max_steps``) is one generator update.
     """
 
     kind = "WGANGPTrainer"
+    progress_label = "WGAN-GP"
 
     def __init__(
         self,
@@ -214,14 +204,7 @@ class WGANGPTrainer:
         early_stopping: EarlyStopping | None = None,
         **overrides: Any,
     ):
-        cfg = config if config is not None else WGANGPConfig()
-        if overrides:
-            valid = {f.name for f in dataclasses.fields(WGANGPConfig)}
-            bad = sorted(set(overrides) - valid)
-            if bad:
-                raise TypeError(f"WGANGPTrainer got unknown options {bad}; valid: {sorted(valid)}")
-            cfg = dataclasses.replace(cfg, **overrides)
-        self.config = cfg
+        cfg = self.config = self._resolve_config(WGANGPConfig, config, overrides)
 
         # --- generator parameters (deduplicated, order preserved) ---
         params, seen = [], set()
@@ -280,13 +263,8 @@ class WGANGPTrainer:
         else:
             self.device = resolve_device(device)
 
-        if isinstance(logger, TensorBoardLogger):
-            self.logger = logger
-        else:
-            self.logger = TensorBoardLogger(logger, enabled=logger is not None)
+        self._init_loop(logger, early_stopping)
         self.temperature_callback = temperature_callback
-        self.early_stopping = early_stopping
-        self.hooks: list[_Hook] = []
 
         # --- optimizers: Adam(lr, betas=(0.5, 0.9)) (Algorithm 4, lines 12 and 15) ---
         self.g_opt = torch.optim.Adam(self.params, lr=cfg.lr, betas=cfg.betas)
@@ -315,26 +293,8 @@ class WGANGPTrainer:
                   "pac": cfg.pac, "flatten": cfg.flatten},
         )
         self._iters: list[Any] = [None] * n
-        self.last_metrics: dict[str, float] = {}
-        self._stop_requested = False
 
     # ------------------------------------------------------------------ basics
-    @property
-    def step(self) -> int:
-        """Number of generator updates done so far (including those before a resume)."""
-        return self.state.step
-
-    def add_hook(self, fn: Callable[[WGANGPTrainer], Mapping[str, float] | None], every: int,
-                 name: str | None = None) -> None:
-        """Call ``fn(trainer)`` every ``every`` steps (e.g. evaluation metrics computed by the
-        caller).  A returned dict of scalars is logged and offered to early stopping; raise
-        :class:`trainers.core.StopTraining` (or call :meth:`request_stop`) to stop.  Hooks run with
-        the global RNG state saved and restored, so evaluation does not alter training."""
-        self.hooks.append(_Hook(fn, every, name or getattr(fn, "__name__", "hook")))
-
-    def request_stop(self) -> None:
-        self._stop_requested = True
-
     def _next_real(self, i: int) -> Batch:
         if self._iters[i] is None:
             self._iters[i] = cycle(self.loaders[i], name=f"loader {self.dataset_names[i]!r}")
@@ -366,11 +326,6 @@ class WGANGPTrainer:
                                  f"{real[k][0].numel()} (encode real data the same way, e.g. "
                                  f"one-hot for categorical variables)")
         return fake
-
-    def _guard(self, name: str, value: Tensor) -> float:
-        if self.config.nan_guard:
-            return check_finite(name, value, self.step)
-        return float(value.detach())
 
     # ------------------------------------------------------------------ one step
     def critic_step(self, i: int) -> dict[str, float]:
@@ -435,100 +390,16 @@ class WGANGPTrainer:
         self.state.step += 1
         return metrics
 
-    # ------------------------------------------------------------------ loop
-    def _run_hooks(self) -> dict[str, float]:
-        out: dict[str, float] = {}
-        due = [h for h in self.hooks if self.step % h.every == 0]
-        if not due:
-            return out
-        rng = get_rng_state()
-        try:
-            for h in due:
-                res = h.fn(self)
-                if res:
-                    for k, v in res.items():
-                        out[k] = float(v.detach()) if isinstance(v, Tensor) else float(v)
-        finally:
-            set_rng_state(rng)
-        if out:
-            self.logger.scalars(out, self.step)
-        return out
+    # ------------------------------------------------------------------ loop services
+    def _progress_postfix(self, metrics: Mapping[str, float]) -> dict[str, float]:
+        return {"g": metrics["generator/loss"]}
 
-    def train(self, max_steps: int | None = None, time_budget: float | None = None
-              ) -> dict[str, Any]:
-        """Train until ``max_steps`` total generator steps, the time budget (seconds, this call),
-        early stopping or a hook's :class:`StopTraining`.  Returns ``{"step", "stopped_by",
-        "metrics"}``.  Checkpoints every ``checkpoint_every`` steps and at the end when
-        ``checkpoint_path`` is set."""
-        cfg = self.config
-        max_steps = cfg.max_steps if max_steps is None else int(max_steps)
-        time_budget = cfg.time_budget if time_budget is None else time_budget
-        t0 = time.monotonic()
-        stopped_by = "max_steps"
-        self._stop_requested = False
-        bar = ProgressBar(max_steps, initial=min(self.step, max_steps), desc="WGAN-GP",
-                          enabled=cfg.progress)
-        try:
-            while self.step < max_steps:
-                metrics = self.train_step()
-                self.last_metrics = metrics
-                if cfg.log_every and self.step % cfg.log_every == 0:
-                    self.logger.scalars(metrics, self.step)
-                try:
-                    evals = self._run_hooks()
-                except StopTraining:
-                    stopped_by = "hook"
-                    self._stop_requested = True
-                    evals = {}
-                self.last_metrics.update(evals)
-                es = self.early_stopping
-                if es is not None and es.monitor in evals and es.update(evals[es.monitor]):
-                    stopped_by = "early_stopping"
-                    self._stop_requested = True
-                if (cfg.checkpoint_path is not None and cfg.checkpoint_every
-                        and self.step % cfg.checkpoint_every == 0):
-                    self.save_checkpoint()
-                bar.update(1, g=metrics["generator/loss"])
-                if self._stop_requested:
-                    if stopped_by == "max_steps":
-                        stopped_by = "request"
-                    break
-                if time_budget is not None and time.monotonic() - t0 >= time_budget:
-                    stopped_by = "time_budget"
-                    break
-        finally:
-            bar.close()
-            self.logger.flush()
-        if cfg.checkpoint_path is not None:
-            self.save_checkpoint()
-        return {"step": self.step, "stopped_by": stopped_by, "metrics": dict(self.last_metrics)}
-
-    # ------------------------------------------------------------------ checkpoints
-    def state_dict(self) -> dict[str, Any]:
-        if self._stateless_loaders:
-            warnings.warn(f"loaders {self._stateless_loaders} have no state_dict(); on resume "
-                          f"their batch stream restarts, so the resumed run is not bitwise "
-                          f"identical to an uninterrupted one", RuntimeWarning, stacklevel=2)
-        return self.state.state_dict()
-
-    def load_state_dict(self, state: Mapping[str, Any], source: str = "<in memory>") -> None:
-        self.state.load_state_dict(state, source=source)
+    def _after_load(self) -> None:
         self._iters = [None] * len(self.critics)
 
-    def save_checkpoint(self, path: str | os.PathLike | None = None) -> os.PathLike:
-        """Atomically save generator parameters, critics, optimizers, loaders, step and RNG."""
-        path = path if path is not None else self.config.checkpoint_path
-        if path is None:
-            raise ValueError("save_checkpoint: no path given and config.checkpoint_path is None")
-        return self.state.save(path)
-
-    def load_checkpoint(self, path: str | os.PathLike | None = None) -> int:
-        """Resume from ``path``; raises :class:`trainers.core.CheckpointError` (and changes
-        nothing) if the file is corrupt or does not match this trainer.  Returns the step."""
-        path = path if path is not None else self.config.checkpoint_path
-        if path is None:
-            raise ValueError("load_checkpoint: no path given and config.checkpoint_path is None")
-        self.state.load(path)
-        self._iters = [None] * len(self.critics)
-        return self.step
-
+    def _state_dict_warning(self) -> str | None:
+        if not self._stateless_loaders:
+            return None
+        return (f"loaders {self._stateless_loaders} have no state_dict(); on resume their batch "
+                f"stream restarts, so the resumed run is not bitwise identical to an "
+                f"uninterrupted one")
