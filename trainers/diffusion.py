@@ -27,10 +27,7 @@ Model calling convention: ``model(x_t, t)`` without conditions, ``model(x_t, t, 
 
 from __future__ import annotations
 
-import dataclasses
 import os
-import time
-import warnings
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
@@ -41,19 +38,15 @@ from torch import Tensor, nn
 from .core import (
     CheckpointError,
     EarlyStopping,
-    ProgressBar,
-    StopTraining,
     TensorBoardLogger,
     TrainState,
     check_finite,
     cycle,
-    get_rng_state,
-    load_checkpoint,
     move_to_device,
     resolve_device,
-    set_rng_state,
     unwrap_model,
 )
+from .loop import LoopTrainer
 
 __all__ = ["DiffusionConfig", "DiffusionTrainer", "drop_conditions"]
 
@@ -131,14 +124,7 @@ def drop_conditions(cond: Mapping[str, Tensor], p: float, null_tokens: Mapping[s
     return out, drop
 
 
-class _Hook:
-    def __init__(self, fn: Callable, every: int, name: str):
-        if every < 1:
-            raise ValueError(f"hook {name!r}: every must be >= 1, got {every}")
-        self.fn, self.every, self.name = fn, int(every), name
-
-
-class DiffusionTrainer:
+class DiffusionTrainer(LoopTrainer):
     """DDPM epsilon-prediction training with classifier-free condition dropout and EMA.
 
     Parameters
@@ -168,9 +154,14 @@ class DiffusionTrainer:
         ``T`` (default: ``len(alphas_cumprod)``).
     ema:
         Optional EMA object (see module docstring).
+
+    Hooks, ``train()`` and the checkpoint methods come from :class:`trainers.loop.LoopTrainer`;
+    hooks also get the model's train/eval mode restored afterwards, and checkpoints hold the EMA
+    (checked against the live one before anything is loaded).
     """
 
     kind = "DiffusionTrainer"
+    progress_label = "diffusion"
 
     def __init__(
         self,
@@ -191,15 +182,7 @@ class DiffusionTrainer:
         early_stopping: EarlyStopping | None = None,
         **overrides: Any,
     ):
-        cfg = config if config is not None else DiffusionConfig()
-        if overrides:
-            valid = {f.name for f in dataclasses.fields(DiffusionConfig)}
-            bad = sorted(set(overrides) - valid)
-            if bad:
-                raise TypeError(f"DiffusionTrainer got unknown options {bad}; valid: "
-                                f"{sorted(valid)}")
-            cfg = dataclasses.replace(cfg, **overrides)
-        self.config = cfg
+        cfg = self.config = self._resolve_config(DiffusionConfig, config, overrides)
         self.model = model
         self.loader = loader
         params = [p for p in model.parameters() if p.requires_grad]
@@ -259,16 +242,11 @@ class DiffusionTrainer:
                              f"null_tokens for {missing} or let the model take a null mask "
                              f"(null_mask_kwarg='null_mask')")
 
-        if isinstance(logger, TensorBoardLogger):
-            self.logger = logger
-        else:
-            self.logger = TensorBoardLogger(logger, enabled=logger is not None)
-        self.early_stopping = early_stopping
+        self._init_loop(logger, early_stopping)
         self.ema = ema
         if ema is not None and not all(hasattr(ema, a) for a in
                                        ("update", "state_dict", "load_state_dict")):
             raise TypeError("ema must have update(model), state_dict() and load_state_dict()")
-        self.hooks: list[_Hook] = []
         self.optimizer = torch.optim.Adam(params, lr=cfg.lr, betas=cfg.betas,
                                           weight_decay=cfg.weight_decay)
         self._params = params
@@ -288,24 +266,8 @@ class DiffusionTrainer:
             meta={"image_key": image_key, "condition_keys": list(self.condition_keys),
                   "null_tokens": dict(self.null_tokens), "num_timesteps": self.num_timesteps})
         self._iter = None
-        self.last_metrics: dict[str, float] = {}
-        self._stop_requested = False
 
     # ------------------------------------------------------------------ basics
-    @property
-    def step(self) -> int:
-        return self.state.step
-
-    def add_hook(self, fn: Callable[[DiffusionTrainer], Mapping[str, float] | None], every: int,
-                 name: str | None = None) -> None:
-        """Call ``fn(trainer)`` every ``every`` steps (e.g. sample images and log them with
-        ``trainer.logger.images``); returned scalars are logged and offered to early stopping.
-        Hooks run with the global RNG state saved and restored."""
-        self.hooks.append(_Hook(fn, every, name or getattr(fn, "__name__", "hook")))
-
-    def request_stop(self) -> None:
-        self._stop_requested = True
-
     def _next(self) -> Batch:
         if self._iter is None:
             self._iter = cycle(self.loader, name="diffusion loader")
@@ -392,85 +354,39 @@ class DiffusionTrainer:
         self.state.step += 1
         return out
 
-    def _run_hooks(self) -> dict[str, float]:
-        out: dict[str, float] = {}
-        due = [h for h in self.hooks if self.step % h.every == 0]
-        if not due:
-            return out
-        rng = get_rng_state()
-        was_training = self.model.training
-        try:
-            for h in due:
-                res = h.fn(self)
-                if res:
-                    for k, v in res.items():
-                        out[k] = float(v.detach()) if isinstance(v, Tensor) else float(v)
-        finally:
-            set_rng_state(rng)
-            self.model.train(was_training)
-        if out:
-            self.logger.scalars(out, self.step)
-        return out
-
     def train(self, max_steps: int | None = None, time_budget: float | None = None
               ) -> dict[str, Any]:
         """Train until ``max_steps`` total steps, the time budget (seconds of this call), early
         stopping or a hook's :class:`~trainers.core.StopTraining`.  Returns ``{"step",
         "stopped_by", "metrics", "losses"}`` (``losses``: the loss of every step of this call)."""
-        cfg = self.config
-        max_steps = cfg.max_steps if max_steps is None else int(max_steps)
-        time_budget = cfg.time_budget if time_budget is None else time_budget
-        t0, stopped_by = time.monotonic(), "max_steps"
-        self._stop_requested = False
-        losses: list[float] = []
-        bar = ProgressBar(max_steps, initial=min(self.step, max_steps), desc="diffusion",
-                          enabled=cfg.progress)
-        try:
-            while self.step < max_steps:
-                m = self.train_step()
-                losses.append(m["train/loss"])
-                self.last_metrics = m
-                if cfg.log_every and self.step % cfg.log_every == 0:
-                    self.logger.scalars(m, self.step)
-                try:
-                    evals = self._run_hooks()
-                except StopTraining:
-                    stopped_by, evals = "hook", {}
-                    self._stop_requested = True
-                self.last_metrics.update(evals)
-                es = self.early_stopping
-                if es is not None and es.monitor in evals and es.update(evals[es.monitor]):
-                    stopped_by = "early_stopping"
-                    self._stop_requested = True
-                if (cfg.checkpoint_path is not None and cfg.checkpoint_every
-                        and self.step % cfg.checkpoint_every == 0):
-                    self.save_checkpoint()
-                bar.update(1, loss=m["train/loss"])
-                if self._stop_requested:
-                    if stopped_by == "max_steps":
-                        stopped_by = "request"
-                    break
-                if time_budget is not None and time.monotonic() - t0 >= time_budget:
-                    stopped_by = "time_budget"
-                    break
-        finally:
-            bar.close()
-            self.logger.flush()
-        if cfg.checkpoint_path is not None:
-            self.save_checkpoint()
-        return {"step": self.step, "stopped_by": stopped_by, "metrics": dict(self.last_metrics),
-                "losses": losses}
+        self._losses: list[float] = []
+        result = super().train(max_steps, time_budget)
+        result["losses"] = self._losses
+        return result
 
-    # ------------------------------------------------------------------ checkpoints
-    def state_dict(self) -> dict[str, Any]:
-        if self._stateless_loader:
-            warnings.warn("the loader has no state_dict(); on resume its batch stream restarts, "
-                          "so the resumed run is not bitwise identical to an uninterrupted one",
-                          RuntimeWarning, stacklevel=2)
-        return self.state.state_dict()
+    # ------------------------------------------------------------------ loop services
+    def _after_step(self, metrics: dict[str, float]) -> None:
+        self._losses.append(metrics["train/loss"])
 
-    def load_state_dict(self, state: Mapping[str, Any], source: str = "<in memory>") -> None:
-        """Validate everything (including the EMA entry) first, then load."""
+    def _hook_modules(self) -> list[nn.Module]:
+        return [self.model]
+
+    def _after_load(self) -> None:
+        self._iter = None
+
+    def _state_dict_warning(self) -> str | None:
+        if not self._stateless_loader:
+            return None
+        return ("the loader has no state_dict(); on resume its batch stream restarts, so the "
+                "resumed run is not bitwise identical to an uninterrupted one")
+
+    def _save_warning(self) -> str | None:
+        if not self._stateless_loader:
+            return None
+        return "the loader has no state_dict(); on resume its batch stream restarts"
+
+    def _check_state(self, state: Mapping[str, Any], source: str) -> None:
+        """The EMA entry must match the live EMA (its ``check_state_dict``, when it has one)."""
         check = getattr(self.ema, "check_state_dict", None)
         if check is not None and isinstance(state.get("stateful"), Mapping) and \
                 "ema" in state["stateful"]:
@@ -479,25 +395,3 @@ class DiffusionTrainer:
             except (KeyError, TypeError, ValueError) as e:
                 raise CheckpointError(f"checkpoint {str(source)!r}: EMA entry does not match: "
                                       f"{e}") from e
-        self.state.load_state_dict(state, source=source)
-        self._iter = None
-
-    def save_checkpoint(self, path: str | os.PathLike | None = None) -> os.PathLike:
-        """Atomically save model, optimizer, EMA, loader position, step and RNG states."""
-        path = path if path is not None else self.config.checkpoint_path
-        if path is None:
-            raise ValueError("save_checkpoint: no path given and config.checkpoint_path is None")
-        if self._stateless_loader:
-            warnings.warn("the loader has no state_dict(); on resume its batch stream restarts",
-                          RuntimeWarning, stacklevel=2)
-        return self.state.save(path)
-
-    def load_checkpoint(self, path: str | os.PathLike | None = None) -> int:
-        """Resume from ``path`` (validated with ``torch.load(weights_only=True)``); returns the
-        step."""
-        path = path if path is not None else self.config.checkpoint_path
-        if path is None:
-            raise ValueError("load_checkpoint: no path given and config.checkpoint_path is None")
-        ckpt = load_checkpoint(path, map_location="cpu", kind=self.kind)
-        self.load_state_dict(ckpt, source=str(path))
-        return self.step
