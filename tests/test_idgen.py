@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import argparse
 import io
+import json
 from contextlib import redirect_stdout
 
 import numpy as np
@@ -91,8 +92,11 @@ def test_figure3_network_matches_the_paper():
     assert lit.node("X").data.name.startswith("D'") and "ID line 1" in lit.node("X").origin
     text = net.describe()
     assert "M_X(W1', W2)" in text and "M_Y(W2, X)" in text and "D'1" in text
-    d = net.to_dict()
+    d = json.loads(net.to_json())
     assert [n["name"] for n in d["nodes"]] == [n.name for n in net.order()]
+    assert d["nodes"][-1] == {"name": "Y", "variable": "Y", "context": "", "role": "model",
+                              "origin": "ID line 6 (ConditionalGMs)", "model": "classifier (not trained)",
+                              "inputs": {"W2": "W2", "X": "X"}, "info": {}, "cached": False, "data": "D'1"}
 
 
 def test_figure2_and_frontdoor_networks():
@@ -121,6 +125,18 @@ def test_non_identifiable_raises_before_training():
     assert be.fits == []
 
 
+def test_bad_data_fails_before_training():
+    be = Counting()
+    scm, data, cards = _scm_data("napkin", n=500)
+    data.pop("Z2")
+    with pytest.raises(ValueError, match="lack column"):
+        idgen("napkin", "P(Y | do(X))", data, variables=cards, backends=be)
+    with pytest.raises(TypeError, match="cannot model"):
+        idgen("napkin", "P(Y | do(X))", scm.sample(100, seed=0), variables=cards,
+              backends={"Y": DiffusionBackend()})
+    assert be.fits == []
+
+
 # ------------------------------------------------------------------------------------ accuracy
 def test_napkin_discrete_within_003():
     """P(Y | do(X)) on the napkin graph (ID lines 3, 7, 2, 6): binary variables from 20 000 rows,
@@ -146,6 +162,11 @@ def test_frontdoor_backdoor_and_conditional():
     net = idgen("frontdoor", "P(A | do(D), I)", data, variables=vs)
     assert net.given_vars == ("I",) and set(net.inputs) == {"D", "I"}
     assert tvd_report(net, scm)["tvd_max"] <= 0.05
+    assert net.sample(7, do={"D": 1}, given={"I": 0})["A"].shape == (7,)
+    with pytest.raises(KeyError, match="given"):
+        net.sample(7, do={"D": 1}, given={"A": 0})
+    with pytest.raises(ValueError, match="give values"):
+        net.sample(7, do={"D": 1})
     scm, data, vs = _scm_data("backdoor", seed=3)
     net = idgen("backdoor", "P(Y | do(X))", data, variables=vs)
     assert tvd_report(net, scm)["tvd_max"] <= 0.05
@@ -345,6 +366,17 @@ def test_identify_trace_fields_used_by_idgen():
     assert seven.x_z == ("Z1",) and seven.super_component == ("Z2", "X", "Y")
     assert seven.children[0].hat_x == ("Z1",)
     assert [f.inputs for f in seven.children[0].children[0].factors] == [("Z1", "X")]
+
+
+def test_gid_reads_experimental_data():
+    """gID: P(Y | do(X)) in the bow graph is not identifiable from P(V), but is from a randomised
+    experiment P(V | do(X)); the trace says which dataset each model is trained on."""
+    scm, obs, vs = _scm_data("bow", seed=9, n=5000)
+    xs = np.random.default_rng(0).integers(0, 2, 5000)
+    exp = scm.sample(5000, do={"X": xs}, seed=10)
+    net = idgen("bow", "P(Y | do(X))", obs, variables=vs, experiments={"do(X)": exp})
+    assert net.node("Y").data.name == "D[do(X)]"
+    assert tvd_report(net, scm)["tvd_max"] <= 0.05
 
 
 @pytest.mark.slow

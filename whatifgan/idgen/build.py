@@ -537,6 +537,16 @@ def idgen(graph: Any, query: Any, data: Any = None, *, variables: Any = None,
         if z:
             base[z] = _to_table(d, vs, dev, f"D[do({', '.join(sorted(z))})]",
                                 f"experimental data P(V | do({', '.join(sorted(z))}))")
+    if not dry_run:
+        obs_nodes = [t for t in est.trace.walk() if not t.experiment]
+        used = {v for t in obs_nodes for f in t.factors for v in (f.variable, *f.inputs)}
+        for z, table in base.items():
+            if z:
+                continue
+            missing = sorted(v for v in used if v not in table and v in g)
+            if missing:
+                raise ValueError(f"the training data lack column(s) {missing}, which the sampling network "
+                                 f"for {q} needs (columns: {sorted(table.columns)})")
     cache = cache if cache is not None else ModelCache()
     b = _Builder(g, vs, bes, cache, opts, base, dry=dry_run)
     trace = est.trace

@@ -234,10 +234,11 @@ class SamplingNetwork:
 
     def _fixed(self, do: Mapping[str, Any] | None, given: Mapping[str, Any] | None) -> dict[str, Any]:
         vals: dict[str, Any] = {}
-        for what, m in (("do", do), ("given", given)):
+        for what, m, allowed in (("do", do, self.do_vars), ("given", given, self.given_vars)):
             for k, v in (m or {}).items():
-                if k not in self.variables:
-                    raise KeyError(f"{what} names {k!r}, which is not a variable ({list(self.variables)})")
+                if k not in allowed:
+                    raise KeyError(f"{what}= names {k!r}, but the query {self.query} has "
+                                   f"{what} variables {list(allowed)}")
                 if k in vals:
                     raise ValueError(f"{k!r} is given twice")
                 vals[k] = v
