@@ -13,9 +13,7 @@ concatenation of several keys, or whatever ``input_fn(batch)`` returns) and the 
 
 from __future__ import annotations
 
-import dataclasses
 import os
-import time
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
@@ -26,16 +24,14 @@ from torch import Tensor, nn
 
 from .core import (
     EarlyStopping,
-    ProgressBar,
-    StopTraining,
     TensorBoardLogger,
     TrainState,
-    check_finite,
     cycle,
     move_to_device,
     resolve_device,
     unwrap_model,
 )
+from .loop import LoopTrainer
 
 __all__ = ["ClassifierConfig", "ClassifierTrainer", "TemperatureScaled", "fit_temperature"]
 
@@ -106,7 +102,7 @@ class TemperatureScaled(nn.Module):
         return self.model(*args, **kwargs) / self.temperature
 
 
-class ClassifierTrainer:
+class ClassifierTrainer(LoopTrainer):
     """Cross-entropy training on dict batches, evaluation, and temperature calibration.
 
     Parameters
@@ -123,9 +119,15 @@ class ClassifierTrainer:
     eval_loader:
         Held-out data evaluated every ``eval_every`` steps (``eval/loss``, ``eval/accuracy``) and
         offered to ``early_stopping``.
+
+    ``train()``, hooks and the checkpoint methods come from :class:`trainers.loop.LoopTrainer`
+    (checkpoints also hold the fitted temperature).  A :class:`~trainers.core.StopTraining` raised
+    during a step or the evaluation ends ``train()`` with ``stopped_by="hook"``.
     """
 
     kind = "ClassifierTrainer"
+    progress_label = "classifier"
+    _stop_in_step_ends_training = True
 
     def __init__(
         self,
@@ -142,15 +144,7 @@ class ClassifierTrainer:
         early_stopping: EarlyStopping | None = None,
         **overrides: Any,
     ):
-        cfg = config if config is not None else ClassifierConfig()
-        if overrides:
-            valid = {f.name for f in dataclasses.fields(ClassifierConfig)}
-            bad = sorted(set(overrides) - valid)
-            if bad:
-                raise TypeError(f"ClassifierTrainer got unknown options {bad}; valid: "
-                                f"{sorted(valid)}")
-            cfg = dataclasses.replace(cfg, **overrides)
-        self.config = cfg
+        cfg = self.config = self._resolve_config(ClassifierConfig, config, overrides)
         self.model = model
         self.loader, self.eval_loader = loader, eval_loader
         self.input_keys = [input_keys] if isinstance(input_keys, str) else list(input_keys)
@@ -161,9 +155,7 @@ class ClassifierTrainer:
             raise ValueError("ClassifierTrainer: the model has no trainable parameters")
         self.device = (next(iter(model.parameters())).device if device is None
                        else resolve_device(device))
-        self.logger = logger if isinstance(logger, TensorBoardLogger) else TensorBoardLogger(
-            logger, enabled=logger is not None)
-        self.early_stopping = early_stopping
+        self._init_loop(logger, early_stopping)
         self.optimizer = torch.optim.Adam(params, lr=cfg.lr, betas=cfg.betas,
                                           weight_decay=cfg.weight_decay)
         self.temperature = 1.0
@@ -176,11 +168,6 @@ class ClassifierTrainer:
                                 optimizers={"model": self.optimizer}, stateful=stateful,
                                 meta={"input_keys": self.input_keys, "target_key": target_key})
         self._iter = None
-        self.last_metrics: dict[str, float] = {}
-
-    @property
-    def step(self) -> int:
-        return self.state.step
 
     # ------------------------------------------------------------------ batches
     def inputs(self, batch: Mapping[str, Tensor]) -> Any:
@@ -216,8 +203,7 @@ class ClassifierTrainer:
         logits = self.model(self.inputs(batch))
         y = self.targets(batch)
         loss = F.cross_entropy(logits, y, label_smoothing=self.config.label_smoothing)
-        v = check_finite("classifier/loss", loss, self.step) if self.config.nan_guard else float(
-            loss.detach())
+        v = self._guard("classifier/loss", loss)
         self.optimizer.zero_grad(set_to_none=True)
         loss.backward()
         self.optimizer.step()
@@ -225,46 +211,17 @@ class ClassifierTrainer:
         acc = float((logits.detach().argmax(1) == y).float().mean())
         return {"train/loss": v, "train/accuracy": acc}
 
-    def train(self, max_steps: int | None = None, time_budget: float | None = None
-              ) -> dict[str, Any]:
-        """Train until ``max_steps`` total steps, the time budget or early stopping."""
+    def _evaluations(self) -> dict[str, float]:
+        """``eval/loss`` and ``eval/accuracy`` on ``eval_loader`` every ``eval_every`` steps."""
         cfg = self.config
-        max_steps = cfg.max_steps if max_steps is None else int(max_steps)
-        time_budget = cfg.time_budget if time_budget is None else time_budget
-        t0, stopped_by = time.monotonic(), "max_steps"
-        bar = ProgressBar(max_steps, initial=min(self.step, max_steps), desc="classifier",
-                          enabled=cfg.progress)
-        try:
-            while self.step < max_steps:
-                m = self.train_step()
-                if cfg.log_every and self.step % cfg.log_every == 0:
-                    self.logger.scalars(m, self.step)
-                if (self.eval_loader is not None and cfg.eval_every
-                        and self.step % cfg.eval_every == 0):
-                    ev = {f"eval/{k}": v for k, v in self.evaluate(self.eval_loader).items()}
-                    self.logger.scalars(ev, self.step)
-                    m.update(ev)
-                    es = self.early_stopping
-                    if es is not None and es.monitor in ev and es.update(ev[es.monitor]):
-                        stopped_by = "early_stopping"
-                self.last_metrics = m
-                if (cfg.checkpoint_path is not None and cfg.checkpoint_every
-                        and self.step % cfg.checkpoint_every == 0):
-                    self.save_checkpoint()
-                bar.update(1, loss=m["train/loss"])
-                if stopped_by != "max_steps":
-                    break
-                if time_budget is not None and time.monotonic() - t0 >= time_budget:
-                    stopped_by = "time_budget"
-                    break
-        except StopTraining:
-            stopped_by = "hook"
-        finally:
-            bar.close()
-            self.logger.flush()
-        if cfg.checkpoint_path is not None:
-            self.save_checkpoint()
-        return {"step": self.step, "stopped_by": stopped_by, "metrics": dict(self.last_metrics)}
+        if self.eval_loader is None or not cfg.eval_every or self.step % cfg.eval_every != 0:
+            return {}
+        ev = {f"eval/{k}": v for k, v in self.evaluate(self.eval_loader).items()}
+        self.logger.scalars(ev, self.step)
+        return ev
+
+    def _hook_modules(self) -> list[nn.Module]:
+        return [self.model]
 
     # ------------------------------------------------------------------ evaluation/calibration
     @torch.no_grad()
@@ -315,18 +272,9 @@ class ClassifierTrainer:
         return TemperatureScaled(unwrap_model(self.model), self.temperature)
 
     # ------------------------------------------------------------------ checkpoints
-    def save_checkpoint(self, path: str | os.PathLike | None = None):
-        path = path if path is not None else self.config.checkpoint_path
-        if path is None:
-            raise ValueError("save_checkpoint: no path given and config.checkpoint_path is None")
+    def _before_save(self) -> None:
         self.state.extra["temperature"] = self.temperature
-        return self.state.save(path)
 
-    def load_checkpoint(self, path: str | os.PathLike | None = None) -> int:
-        path = path if path is not None else self.config.checkpoint_path
-        if path is None:
-            raise ValueError("load_checkpoint: no path given and config.checkpoint_path is None")
-        self.state.load(path)
+    def _after_load(self) -> None:
         self.temperature = float(self.state.extra.get("temperature", 1.0))
         self._iter = None
-        return self.step
