@@ -12,6 +12,7 @@ markdown table.
 from __future__ import annotations
 
 import argparse
+import json
 import shutil
 import sys
 from pathlib import Path
@@ -35,7 +36,11 @@ def main(argv=None) -> int:
     ap.add_argument("--threads", type=int, default=1)
     ap.add_argument("--out", default="benchmarks/results/dcm.json")
     ap.add_argument("--runs", default="benchmarks/results/dcm_runs")
+    ap.add_argument("--table", action="store_true", help="only print the markdown table of --out")
     args = ap.parse_args(argv)
+    if args.table:
+        print_table(json.loads(Path(args.out).read_text()))
+        return 0
     torch.set_num_threads(args.threads)
     commit = git_commit()
     records, rows = [], []
@@ -86,6 +91,27 @@ def main(argv=None) -> int:
         print(f"| {name} | all queries | | | {_s(tm)} | {_s(tj)} (ratio {ratio:.2f}) |" if ratio is not None
               else f"| {name} | all queries | | | {_s(tm)} | {_s(tj)} |")
     return 0
+
+
+def print_table(records) -> None:
+    """Markdown table from the JSON records (final TVD; seconds = time until TVD <= target)."""
+    rows: dict = {}
+    for r in records:
+        if r["metric"] == "tvd":
+            rows.setdefault((r["benchmark"], r["query"]), {})[r["method"]] = (r["value"], r["seconds"])
+    ratios = {r["benchmark"]: r["value"] for r in records if r["metric"] == "time_to_target_ratio_vs_joint"}
+    print("| benchmark | query | TVD modular | TVD joint | time to TVD<=0.05 modular | joint |")
+    print("|---|---|---:|---:|---:|---:|")
+    for (b, q), m in rows.items():
+        mv, ms = m.get("modular", (None, None))
+        jv, js = m.get("joint", (None, None))
+        print(f"| {b} | `{q}` | {_v(mv)} | {_v(jv)} | {_s(ms)} | {_s(js)} |")
+    for b, r in ratios.items():
+        print(f"| {b} | time ratio modular/joint (all queries) | | | {'%.2f' % r if r is not None else 'n/a'} | |")
+
+
+def _v(x):
+    return f"{x:.3f}" if x is not None else "-"
 
 
 def _s(t):
