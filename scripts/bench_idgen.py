@@ -41,33 +41,8 @@ from benchlib import git_commit, record, write_results  # noqa: E402
 
 from hgraph import ADMG, DiscreteSCM, Factor  # noqa: E402
 from hgraph.identify import identify  # noqa: E402
-from whatifgan.idgen import idgen, random_step7_queries, tvd_report  # noqa: E402
+from whatifgan.idgen import idgen, plugin_report, random_step7_queries, tvd_report  # noqa: E402
 from whatifgan.metrics.discrete import empirical  # noqa: E402
-
-
-def plugin_report(est, scm, data, cards, truth) -> dict:
-    """TVD of the estimand evaluated on the empirical joint of the training rows."""
-    names = list(cards)
-    emp = empirical(data, names, cards)
-    got = est.evaluate(emp).transpose(truth.vars)
-    q = est.query
-    ys, xs, zs = list(q.outcome), list(q.treatment), list(q.given)
-    tv, gv = truth.transpose(ys + xs + zs).values, got.transpose(ys + xs + zs).values
-    w = None
-    if zs:
-        t = scm.do_table(xs) if xs else scm.joint()
-        j = t.marginal(zs + xs)
-        w = (j / j.marginal(xs)).transpose(zs + xs).values
-    per = []
-    for xv in itertools.product(*[range(cards[v]) for v in xs]):
-        acc = tot = 0.0
-        for zv in itertools.product(*[range(cards[v]) for v in zs]):
-            d = 0.5 * float(np.abs(gv[(Ellipsis, *xv, *zv)] - tv[(Ellipsis, *xv, *zv)]).sum())
-            wt = float(w[(*zv, *xv)]) if w is not None else 1.0
-            acc += wt * d
-            tot += wt
-        per.append(acc / tot if tot else 0.0)
-    return {"tvd_max": float(max(per)), "tvd_mean": float(np.mean(per))}
 
 
 def run_random(records, commit, count, seed, conditional, n):
@@ -91,7 +66,7 @@ def run_random(records, commit, count, seed, conditional, n):
             print(f"{bench:32s} {method:14s} {qtext:34s} TVD max {rep['tvd_max']:.4f} mean "
                   f"{rep['tvd_mean']:.4f}  models {net.stats['trained']:2d}  {secs:5.1f} s", flush=True)
         t0 = time.perf_counter()
-        pr = plugin_report(est, scm, data, cards, truth)
+        pr = plugin_report(est, scm, data, truth=truth)
         secs = time.perf_counter() - t0
         worst.setdefault("plugin", []).append(pr["tvd_max"])
         for m in ("tvd_max", "tvd_mean"):
@@ -123,7 +98,7 @@ def run_napkin(records, commit, settings):
                 records.append(record("napkin", method, m, "P(Y | do(X))", rep[m], secs, config, commit))
             print(f"napkin {cards_n} states seed {seed} n={n:6d} {method:14s} TVD max {rep['tvd_max']:.4f}  "
                   f"{secs:5.1f} s", flush=True)
-        pr = plugin_report(est, scm, data, cards, truth)
+        pr = plugin_report(est, scm, data, truth=truth)
         for m in ("tvd_max", "tvd_mean"):
             records.append(record("napkin", "plugin", m, "P(Y | do(X))", pr[m], None, config, commit))
         print(f"napkin {cards_n} states seed {seed} n={n:6d} {'plugin':14s} TVD max {pr['tvd_max']:.4f}")
@@ -148,7 +123,7 @@ def run_figure3(records, commit, n, seeds):
                 records.append(record("figure3", method, m, "P(Y | do(W1))", rep[m], secs, config, commit))
             print(f"figure3 seed {seed} {method:14s} TVD max {rep['tvd_max']:.4f}  models "
                   f"{net.stats['trained']}  {secs:5.1f} s", flush=True)
-        pr = plugin_report(est, scm, data, cards, truth)
+        pr = plugin_report(est, scm, data, truth=truth)
         for m in ("tvd_max", "tvd_mean"):
             records.append(record("figure3", "plugin", m, "P(Y | do(W1))", pr[m], None, config, commit))
         print(f"figure3 seed {seed} {'plugin':14s} TVD max {pr['tvd_max']:.4f}")
@@ -183,7 +158,8 @@ def run_napkin_mnist(records, commit, n, seed):
     g = ADMG.load("idgen_fig3")  # W1 -> W2 -> X -> Y, W1 <-> X, W1 <-> Y: the napkin graph
     data, cards, truth = napkin_mnist_discrete(n, seed)
     est = identify(g, "P(Y | do(X))")
-    config = f"Napkin-MNIST attribute twin (p=0.1), composite (colour, thickness) variables; n={n}, seed={seed}"
+    config = (f"Napkin-MNIST attribute twin (p=0.1), composite (colour, thickness) variables; "
+              f"n={n}, seed={seed}")
     t0 = time.perf_counter()
     net = idgen(g, est, data, variables=cards)
     secs = time.perf_counter() - t0

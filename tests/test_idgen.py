@@ -31,6 +31,7 @@ from whatifgan.idgen import (
     idgen,
     idgen_plan,
     passes_step7,
+    plugin_report,
     random_step7_queries,
     tvd_report,
 )
@@ -182,12 +183,22 @@ def test_random_queries_through_step7_within_005():
     for g, est in cases:
         assert passes_step7(est.trace) and 4 <= len(g) <= 8 and g.bidirected_edges
         scm = DiscreteSCM.random(g, cards=2, seed=0)
-        data = scm.sample(N, seed=1)
+        data = _enough_data(scm, est)
         net = idgen(g, est, data, variables={v: 2 for v in g.nodes})
         rep = tvd_report(net, scm)
         assert rep["tvd_max"] <= 0.05, (g.to_string(), str(est.query), rep)
         if est.trace.algorithm == "IDC" and est.trace.given:
             assert "H1" in net.auxiliary and any(d.name == "D''" for d in net.datasets)
+
+
+def _enough_data(scm, est, n=N, limit=0.02):
+    """``n`` rows, or 10 x more when even the plug-in estimator (the estimand on the empirical
+    joint) is off by more than ``limit``: random Dirichlet SCMs sometimes nearly violate
+    positivity, and then no method can meet the bound from ``n`` rows."""
+    data = scm.sample(n, seed=1)
+    if plugin_report(est, scm, data)["tvd_max"] > limit:
+        data = scm.sample(10 * n, seed=1)
+    return data
 
 
 def test_literal_algorithm_and_reduced_inputs_are_accurate():
@@ -242,7 +253,8 @@ def test_pretrained_plugin_is_not_trained():
 
     be = Counting()
     net = idgen("backdoor", "P(Y | do(X))", data, variables=vs,
-                backends={"Z": be, "Y": PretrainedBackend(sampler, ["Z", "X"], probs_fn=probs, name="true-cpt")})
+                backends={"Z": be, "Y": PretrainedBackend(sampler, ["Z", "X"], probs_fn=probs,
+                                                          name="true-cpt")})
     assert be.fits == [("Z", ())] and net.stats["trained"] == 1
     assert "pretrained plug-in 'true-cpt'" in net.describe()
     assert tvd_report(net, scm)["tvd_max"] <= 0.03
@@ -381,15 +393,17 @@ def test_gid_reads_experimental_data():
 
 @pytest.mark.slow
 def test_random_sweep_slow():
-    """A larger sweep: 16 interventional and 10 conditional queries, binary and ternary."""
+    """A larger sweep: 16 interventional and 10 conditional queries, binary and ternary; 20 000
+    rows, or 200 000 when the plug-in estimator shows that 20 000 cannot pin the answer down."""
     cases = [(c, g, e) for c in (2, 3) for g, e in random_step7_queries(21 + c, 8)]
     cases += [(2, g, e) for g, e in random_step7_queries(31, 10, conditional=True)]
-    worst = 0.0
+    worst, enlarged = 0.0, 0
     for cards, g, est in cases:
         scm = DiscreteSCM.random(g, cards=cards, seed=0)
-        data = scm.sample(N, seed=1)
+        data = _enough_data(scm, est)
+        enlarged += len(data[g.nodes[0]]) > N
         net = idgen(g, est, data, variables={v: cards for v in g.nodes})
         rep = tvd_report(net, scm)
         worst = max(worst, rep["tvd_max"])
         assert rep["tvd_max"] <= 0.05, (g.to_string(), str(est.query), cards, rep)
-    assert worst > 0.0
+    assert worst > 0.0 and enlarged < len(cases) // 2

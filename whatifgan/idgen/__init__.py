@@ -33,7 +33,7 @@ from .backends import (
 )
 from .build import IDGenOptions, idgen, idgen_plan, infer_variables
 from .cache import DataTable, ModelCache, fingerprint
-from .evaluate import passes_step7, random_step7_queries, truth_table, tvd_report
+from .evaluate import passes_step7, plugin_report, random_step7_queries, truth_table, tvd_report
 from .network import DataInfo, Node, SamplingNetwork
 
 __all__ = [
@@ -41,6 +41,6 @@ __all__ = [
     "DataTable", "DiffusionBackend", "DiffusionConditional", "IDGenOptions", "MarginalSource",
     "ModelCache", "Node", "PretrainedBackend", "PretrainedConditional", "SamplingNetwork",
     "WGANBackend", "WGANConditional", "default_backend", "fingerprint", "idgen", "idgen_plan",
-    "infer_variables", "make_backend", "passes_step7", "random_step7_queries", "truth_table",
+    "infer_variables", "make_backend", "passes_step7", "plugin_report", "random_step7_queries", "truth_table",
     "tvd_report",
 ]

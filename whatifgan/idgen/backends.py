@@ -31,8 +31,6 @@ Every model encodes its inputs itself (one-hot codes, scaled images).
 from __future__ import annotations
 
 import dataclasses
-import hashlib
-import math
 import time
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
@@ -42,7 +40,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from ..variables import Categorical, Continuous, Image, Variable
+from ..variables import Categorical, Image, Variable
 
 __all__ = [
     "Backend",
@@ -952,11 +950,3 @@ def make_backend(spec: Any) -> Backend:
     if callable(spec):
         return PretrainedBackend(spec)
     raise TypeError(f"cannot make a back end from {type(spec).__name__}")
-
-
-def fingerprint_text(text: str) -> str:
-    return hashlib.sha1(text.encode()).hexdigest()[:16]
-
-
-def ceil_div(a: int, b: int) -> int:
-    return int(math.ceil(a / b))

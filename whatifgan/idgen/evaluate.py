@@ -19,7 +19,7 @@ from hgraph import Factor
 
 from .network import SamplingNetwork
 
-__all__ = ["passes_step7", "random_step7_queries", "tvd_report", "truth_table"]
+__all__ = ["passes_step7", "plugin_report", "random_step7_queries", "tvd_report", "truth_table"]
 
 
 def truth_table(scm, estimand) -> Factor:
@@ -36,6 +36,45 @@ def _weights(scm, x: Sequence[str], z: Sequence[str]) -> Factor | None:
     return j / j.marginal(x) if x else j
 
 
+def _per_x(got: Factor, truth: Factor, scm, ys, xs, zs, min_weight: float) -> dict[str, Any]:
+    tv = truth.transpose(ys + xs + zs).values
+    gv = got.transpose(ys + xs + zs).values
+    w = _weights(scm, xs, zs)
+    wv = w.transpose(zs + xs).values if w is not None else None
+    per_x: dict[str, float] = {}
+    cells = []
+    for xv in itertools.product(*[range(scm.cards[v]) for v in xs]):
+        acc, tot = 0.0, 0.0
+        for zv in itertools.product(*[range(scm.cards[v]) for v in zs]):
+            idx = (Ellipsis, *xv, *zv)
+            d = 0.5 * float(np.abs(gv[idx] - tv[idx]).sum())
+            wt = float(wv[(*zv, *xv)]) if wv is not None else 1.0
+            acc += wt * d
+            tot += wt
+            if wt >= min_weight:
+                cells.append(d)
+        per_x[",".join(f"{k}={v}" for k, v in zip(xs, xv)) or "-"] = acc / tot if tot > 0 else 0.0
+    vals = list(per_x.values())
+    return {"tvd_mean": float(np.mean(vals)), "tvd_max": float(np.max(vals)),
+            "tvd_max_cell": float(max(cells)) if cells else 0.0, "per_x": per_x}
+
+
+def plugin_report(estimand, scm, data, *, min_weight: float = 0.02, truth: Factor | None = None
+                  ) -> dict[str, Any]:
+    """The same TVDs for the *plug-in* estimator: the estimand evaluated on the empirical joint of
+    ``data`` (the exact-table answer that ID-GEN's models approximate).  A large value means the
+    sample cannot determine the answer (e.g. near-violations of positivity), whatever the method."""
+    from whatifgan.metrics.discrete import empirical
+
+    if truth is None:
+        truth = estimand.evaluate(scm)
+    cards = {v: scm.cards[v] for v in scm.nodes}
+    emp = empirical(data, list(scm.nodes), cards)
+    q = estimand.query
+    got = estimand.evaluate(emp)
+    return _per_x(got, truth, scm, list(q.outcome), list(q.treatment), list(q.given), min_weight)
+
+
 def tvd_report(net: SamplingNetwork, scm, *, method: str = "exact", n: int = 20000, seed: int = 0,
                min_weight: float = 0.02, truth: Factor | None = None) -> dict[str, Any]:
     """TVD between the network's ``P(y | do(x), z)`` and the SCM's exact one.
@@ -47,29 +86,7 @@ def tvd_report(net: SamplingNetwork, scm, *, method: str = "exact", n: int = 200
     if truth is None:
         truth = truth_table(scm, net.estimand)
     got = net.query_table(method=method, n=n, seed=seed)
-    ys, xs, zs = list(net.outputs), list(net.do_vars), list(net.given_vars)
-    tv = truth.transpose(ys + xs + zs).values
-    gv = got.transpose(ys + xs + zs).values
-    w = _weights(scm, xs, zs)
-    wv = w.transpose(zs + xs).values if w is not None else None
-    ny = len(ys)
-    per_x: dict[str, float] = {}
-    cells = []
-    for xv in itertools.product(*[range(scm.cards[v]) for v in xs]):
-        acc, tot = 0.0, 0.0
-        for zv in itertools.product(*[range(scm.cards[v]) for v in zs]):
-            idx = (Ellipsis, *xv, *zv) if (xv or zv) else (Ellipsis,)
-            d = 0.5 * float(np.abs(gv[idx] - tv[idx]).sum())
-            wt = float(wv[(*zv, *xv)]) if wv is not None else 1.0
-            acc += wt * d
-            tot += wt
-            if wt >= min_weight:
-                cells.append(d)
-        per_x[",".join(f"{k}={v}" for k, v in zip(xs, xv)) or "-"] = acc / tot if tot > 0 else 0.0
-    vals = list(per_x.values())
-    del ny
-    return {"tvd_mean": float(np.mean(vals)), "tvd_max": float(np.max(vals)),
-            "tvd_max_cell": float(max(cells)) if cells else 0.0, "per_x": per_x}
+    return _per_x(got, truth, scm, list(net.outputs), list(net.do_vars), list(net.given_vars), min_weight)
 
 
 def passes_step7(trace) -> bool:

@@ -368,7 +368,8 @@ class SamplingNetwork:
         if nd.model is not None:
             d["model"] = nd.model.describe()
             d["inputs"] = {v: self._by_id[src].name for v, src in nd.wiring.items()}
-            d["info"] = {k: v for k, v in nd.model.info.items() if isinstance(v, (int, float, str, type(None)))}
+            d["info"] = {k: v for k, v in nd.model.info.items()
+                         if isinstance(v, (int, float, str, type(None)))}
             d["cached"] = nd.cached
         if nd.data is not None:
             d["data"] = nd.data.name
