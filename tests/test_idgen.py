@@ -219,6 +219,9 @@ def test_cache_hits_skip_training():
                                       ("Y", ("W1", "W2", "X")), ("Y", ("W2", "X"))])
     assert net.stats["trained"] == 5 and net.stats["cache_hits"] == 2
     first = net.query_table().values
+    # exact evaluation (sum over every path of the models' probabilities) = ancestral sampling
+    mc = net.query_table(method="sample", n=100_000, seed=1).transpose(["Y", "W1"]).values
+    np.testing.assert_allclose(mc, net.query_table().transpose(["Y", "W1"]).values, atol=0.01)
     again = idgen("idgen_fig3", "P(Y | do(W1))", data, variables=vs, backends=be, cache=cache)
     assert len(be.fits) == 5 and again.stats["trained"] == 0 and again.stats["cache_hits"] == 7
     np.testing.assert_allclose(again.query_table().values, first)
