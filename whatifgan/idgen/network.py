@@ -404,7 +404,8 @@ class SamplingNetwork:
         if self.datasets:
             lines.append("training data:")
             for d in self.datasets:
-                lines.append(f"  {d.name}: {d.rows} rows, {d.description}")
+                size = "plan only" if d.fingerprint == "dry-run" else f"{d.rows} rows"
+                lines.append(f"  {d.name}: {size}, {d.description}")
         for k, aux in self.auxiliary.items():
             lines.append(f"auxiliary network {k}:")
             lines.extend("  " + s for s in aux.describe().splitlines())
