@@ -105,7 +105,8 @@ def print_table(records) -> None:
     for (b, q), m in rows.items():
         mv, ms = m.get("modular", (None, None))
         jv, js = m.get("joint", (None, None))
-        print(f"| {b} | `{q}` | {_v(mv)} | {_v(jv)} | {_s(ms)} | {_s(js)} |")
+        print(f"| {b} | `{q}` | {_v(mv)} | {_v(jv)} | {_s(ms) if 'modular' in m else '-'} | "
+              f"{_s(js) if 'joint' in m else '-'} |")
     for b, r in ratios.items():
         print(f"| {b} | time ratio modular/joint (all queries) | | | {'%.2f' % r if r is not None else 'n/a'} | |")
 
