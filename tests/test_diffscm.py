@@ -131,6 +131,21 @@ def test_dynamic_normalisation():
     assert torch.allclose(rec, xf, atol=1e-5)
 
 
+def test_guidance_is_added_after_dynamic_normalisation():
+    model = DiffSCMModel.from_config(TINY)
+    sch = DiffSCMScheduler(model.schedule, 10, dynamic_normalisation=0.99)
+    torch.manual_seed(0)
+    x = torch.randn(2, 1, SIZE, SIZE)
+    eps = torch.randn_like(x) * 3  # x_0 predictions far outside [-1, 1]
+    g = torch.randn_like(x)
+    i = 6
+    a = sch.alphas_cumprod(i, x)
+    expect = sch.sampler.step(sch.normalise_eps(eps, i, x) - (1 - a).sqrt() * g, i, x, eta=0.0)
+    assert torch.allclose(sch.step(eps, i, x, guidance=g), expect, atol=1e-6)
+    # the guidance is not clamped away: it changes the step
+    assert not torch.allclose(sch.step(eps, i, x, guidance=g), sch.step(eps, i, x), atol=1e-3)
+
+
 def test_abduction_fraction_and_scheduler_validation():
     model = DiffSCMModel.from_config(TINY)
     sch = DiffSCMScheduler(model.schedule, 100)

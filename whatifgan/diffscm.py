@@ -11,8 +11,11 @@ As in diffusers, three separate objects:
 * :class:`DiffSCMScheduler` -- the *scheduler*: the 1000-step linear training schedule respaced to
   ``num_inference_steps`` (e.g. 100, as the official MNIST configuration) and deterministic DDIM
   steps forwards (abduction, Algorithm 3) and backwards (Algorithm 2), with the optional *dynamic
-  normalisation* of the official code (the predicted ``x_0`` clamped to its 99th-percentile
-  magnitude, :func:`dynamic_normalise`).
+  normalisation* of the official code (the network's predicted ``x_0`` clamped to its
+  99th-percentile magnitude, :func:`dynamic_normalise`, before the guidance is added).  It
+  assumes a network whose ``x_0`` predictions stay near ``[-1, 1]``: a small, briefly trained
+  one that overshoots (``|x_0|`` ~ 1.3 at every step) is rescaled at every step, which damps the
+  intervention almost completely, so the CPU configuration turns it off.
 * :class:`DiffSCMPipeline` -- the *pipeline*: Algorithm 1 (counterfactuals: abduction of the
   exogenous noise by DDIM inversion of the factual image up to a fraction of the chain -- 0.75 in
   the official code -- then guided DDIM back down with scale ``s``), interventional sampling
@@ -201,10 +204,19 @@ class DiffSCMScheduler:
         x0 = dynamic_normalise(predict_x0(self.schedule, x_t, i, eps), self.percentile)
         return predict_eps(self.schedule, x_t, i, x0)
 
-    def step(self, eps: Tensor, i: int, x_t: Tensor) -> Tensor:
+    def step(self, eps: Tensor, i: int, x_t: Tensor, guidance: Tensor | None = None) -> Tensor:
         """Deterministic DDIM from index ``i`` to ``i - 1`` (Diff-SCM Alg. 2 and the second box
-        of Alg. 1, with the direction term ``sqrt(1 - abar_{t-1}) eps`` of Song et al. 2021a)."""
-        return self.sampler.step(self.normalise_eps(eps, i, x_t), i, x_t, eta=0.0)
+        of Alg. 1, with the direction term ``sqrt(1 - abar_{t-1}) eps`` of Song et al. 2021a).
+
+        ``guidance`` is the scaled anti-causal gradient ``sum_j s_j grad log p_phi(v_j | x_t)``;
+        it is applied *after* the dynamic normalisation of the network's ``x_0`` prediction,
+        ``eps^ = eps_norm - sqrt(1 - abar_t) guidance`` (the order of the official code, which
+        follows Dhariwal & Nichol's ``condition_score``: the clamp acts on the model's prediction,
+        never on the intervention -- clamping after guidance would erase it at high noise)."""
+        eps = self.normalise_eps(eps, i, x_t)
+        if guidance is not None:
+            eps = eps - (1.0 - self.alphas_cumprod(i, x_t)).sqrt() * guidance
+        return self.sampler.step(eps, i, x_t, eta=0.0)
 
     def inverse_step(self, eps: Tensor, i: int, x_prev: Tensor) -> Tensor:
         """Deterministic DDIM from index ``i - 1`` to ``i`` (Diff-SCM Alg. 3 and the first box of
@@ -599,10 +611,8 @@ class DiffSCMPipeline:
         for i in reversed(range(k)):
             t = sch.model_timesteps(i, x.shape[0], device=x.device)
             eps = self.model.eps(x, t, labels, guidance_weight=guidance_weight)
-            if do:
-                g = self.model.log_prob_grad(x, t, do, scale)
-                eps = eps - (1.0 - sch.alphas_cumprod(i, x)).sqrt() * g
-            x = sch.step(eps, i, x)
+            g = self.model.log_prob_grad(x, t, do, scale) if do else None
+            x = sch.step(eps, i, x, guidance=g)
             if traj is not None:
                 traj.append(x)
         return (x, traj) if traj is not None else x
