@@ -142,6 +142,10 @@ class DiffSCMScheduler:
         ``False``/``None`` (off), ``True`` (99th percentile) or a percentile in ``(0, 1]``:
         :func:`dynamic_normalise` applied to every predicted ``x_0``, in both directions (so
         reconstruction stays consistent).
+    clip_x0:
+        Clamp the network's ``x_0`` prediction to ``[-1, 1]`` (the official code's
+        ``clip_denoised``; applied after dynamic normalisation, in both directions).  Keeps
+        sampling from pure noise stable with an imperfect network.
 
     Index convention (of :class:`whatifgan.diffusion.DDIMSampler`): index ``i`` of the respaced
     schedule is the noisy state at training timestep ``timesteps[i]``; :meth:`step` goes from
@@ -150,8 +154,10 @@ class DiffSCMScheduler:
     """
 
     def __init__(self, schedule: NoiseSchedule, num_inference_steps: int | None = 100, *,
-                 spacing: str = "linspace", dynamic_normalisation: bool | float | None = False):
+                 spacing: str = "linspace", dynamic_normalisation: bool | float | None = False,
+                 clip_x0: bool = False):
         self.sampler = DDIMSampler(schedule, num_inference_steps, eta=0.0, spacing=spacing)
+        self.clip_x0 = bool(clip_x0)
         if dynamic_normalisation is True:
             dynamic_normalisation = 0.99
         if dynamic_normalisation in (False, None, 0):
@@ -179,7 +185,7 @@ class DiffSCMScheduler:
     def __repr__(self) -> str:
         return (f"DiffSCMScheduler(steps={self.num_steps}, train_timesteps="
                 f"{self.train_schedule.num_train_timesteps}, dynamic_normalisation="
-                f"{self.percentile})")
+                f"{self.percentile}, clip_x0={self.clip_x0})")
 
     def abduction_steps(self, fraction: float) -> int:
         """Number ``k`` of inversion steps for abducting up to ``fraction`` of the chain
@@ -196,12 +202,24 @@ class DiffSCMScheduler:
     def alphas_cumprod(self, i: int, like: Tensor) -> Tensor:
         return self.schedule.gather("alphas_cumprod", i, like)
 
+    @property
+    def treats_x0(self) -> bool:
+        return self.percentile is not None or self.clip_x0
+
+    def treat_x0(self, x0: Tensor) -> Tensor:
+        """Dynamic normalisation and/or clamping of a predicted ``x_0``."""
+        if self.percentile is not None:
+            x0 = dynamic_normalise(x0, self.percentile)
+        if self.clip_x0:
+            x0 = x0.clamp(-1.0, 1.0)
+        return x0
+
     def normalise_eps(self, eps: Tensor, i: int, x_t: Tensor) -> Tensor:
-        """``eps`` made consistent with the dynamically normalised ``x_0`` prediction (identity
-        when dynamic normalisation is off)."""
-        if self.percentile is None:
+        """``eps`` made consistent with the treated (normalised / clamped) ``x_0`` prediction
+        (identity when both are off)."""
+        if not self.treats_x0:
             return eps
-        x0 = dynamic_normalise(predict_x0(self.schedule, x_t, i, eps), self.percentile)
+        x0 = self.treat_x0(predict_x0(self.schedule, x_t, i, eps))
         return predict_eps(self.schedule, x_t, i, x0)
 
     def step(self, eps: Tensor, i: int, x_t: Tensor, guidance: Tensor | None = None) -> Tensor:
@@ -221,11 +239,11 @@ class DiffSCMScheduler:
     def inverse_step(self, eps: Tensor, i: int, x_prev: Tensor) -> Tensor:
         """Deterministic DDIM from index ``i - 1`` to ``i`` (Diff-SCM Alg. 3 and the first box of
         Alg. 1): ``x_t = sqrt(abar_t) x0_hat(x_{t-1}, eps) + sqrt(1 - abar_t) eps``."""
-        if self.percentile is None:
+        if not self.treats_x0:
             return self.sampler.inverse_step(eps, i, x_prev)
         a_p = self.schedule.gather("alphas_cumprod_prev", i, x_prev)
         a_t = self.alphas_cumprod(i, x_prev)
-        x0 = dynamic_normalise((x_prev - (1 - a_p).sqrt() * eps) / a_p.sqrt(), self.percentile)
+        x0 = self.treat_x0((x_prev - (1 - a_p).sqrt() * eps) / a_p.sqrt())
         if i > 0:  # eps consistent with the normalised x_0 (for i = 0, x_prev is the image)
             eps = (x_prev - a_p.sqrt() * x0) / (1 - a_p).sqrt()
         return a_t.sqrt() * x0 + (1 - a_t).sqrt() * eps
@@ -868,11 +886,12 @@ def load_run(run_dir: str | os.PathLike, device: str | torch.device | None = Non
 def pipeline_from_config(model: DiffSCMModel, cfg: Mapping[str, Any] | None = None
                          ) -> DiffSCMPipeline:
     """The pipeline of a config's ``sampling:`` section (``num_steps``, ``abduction_fraction``,
-    ``dynamic_normalisation``, ``spacing``)."""
+    ``dynamic_normalisation``, ``clip_x0``, ``spacing``)."""
     s = dict((cfg or {}).get("sampling") or {})
     sch = DiffSCMScheduler(model.schedule, int(s.get("num_steps", 100)),
                            spacing=s.get("spacing", "linspace"),
-                           dynamic_normalisation=s.get("dynamic_normalisation", False))
+                           dynamic_normalisation=s.get("dynamic_normalisation", False),
+                           clip_x0=bool(s.get("clip_x0", False)))
     return DiffSCMPipeline(model, sch,
                            abduction_fraction=float(s.get("abduction_fraction",
                                                           DEFAULT_ABDUCTION_FRACTION)))
