@@ -36,7 +36,8 @@ DEFAULT = ["cage_mog", "cage_morpho"]
 def _records(rep: dict, config: str, commit: str) -> list[dict]:
     s = rep["summary"]
     bench, method = rep["benchmark"], rep["method"]
-    query = f"{s['m1']} vs {s['m2']} (truth {rep['truth']}), alpha={s['alpha']:g}"
+    seed = f", seed {rep['seed']}" if "seed" in rep else ""
+    query = f"{s['m1']} vs {s['m2']} (truth {rep['truth']}), alpha={s['alpha']:g}{seed}"
     secs = rep.get("train_seconds", 0.0) + rep.get("probe_seconds", 0.0)
     return [record(bench, method, "gate", query + ", m1 -> m2", s["gate_12"], secs, config, commit),
             record(bench, method, "gate", query + ", m2 -> m1", s["gate_21"], secs, config, commit),
@@ -99,7 +100,8 @@ def main(argv=None) -> int:
     print(print_table(all_reports))
     print("\n| benchmark | method | seconds (train + probe) | direction correct |\n|---|---|---|---|")
     for r in all_reports:
-        print(f"| {r['benchmark']} | {r['method']} | {r['train_seconds'] + r['probe_seconds']:.0f} | "
+        seed = f" (seed {r['seed']})" if "seed" in r else ""
+        print(f"| {r['benchmark']} | {r['method']}{seed} | {r['train_seconds'] + r['probe_seconds']:.0f} | "
               f"{r['direction_correct']} |")
     print("| dcm-probe | cage-dcm-image | - | pending (no trained image DCM) |")
     return 0

@@ -14,8 +14,10 @@ and defines the effect ``m_e = 1[(x + y) / 2 < 2.5]``; the figure's exact layout
 the text. Here (:data:`MOG_LAYOUT`): ``m_c = 0`` -- 8 Gaussians (sd 0.35) on a circle of radius
 2 around (1, 1); ``m_c = 1`` -- 3 Gaussians (sd 0.6) at (5.5, 5.5), (6, 1.5), (3.5, 0.5), equally
 weighted; ``P(m_c = 1) = 1/2``. Then ``P(m_e = 1 | m_c = 0) ~ 0.95`` and
-``P(m_e = 1 | m_c = 1) ~ 0.29``. A masked autoregressive flow (Appendix B: 10 transforms; 5000
-points) is the generative model.
+``P(m_e = 1 | m_c = 1) ~ 0.29``. Masked autoregressive flows are the generative models (Appendix B:
+10 transforms, 5000 points); the config may list several flows (``models``) and ``seeds`` -- each
+(flow, seed) pair is trained and probed separately, which shows how much the probe's answer
+depends on the learned latent geometry.
 
 Morpho-MNIST (Section 4.2)
 --------------------------
@@ -100,13 +102,14 @@ def mog_data(n: int, seed: int = 0, layout: Mapping | None = None) -> tuple[np.n
 
 
 def _load_or_train(path: Path | None, settings: Mapping, load, train):
-    """Load ``path`` when it exists with the same settings hash, else train and save."""
+    """Load ``path`` when it exists with the same settings hash, else train and save. Returns
+    ``(model, training seconds, loaded from the cache)``."""
     h = _settings_hash(settings)
     if path is not None and path.is_file():
         try:
             model, extra = load(path)
-            if extra.get("settings_hash") == h:
-                return model, 0.0, True
+            if extra.get("settings_hash") == h:  # the training time recorded when it was trained
+                return model, float(extra.get("seconds", 0.0)), True
         except Exception:
             pass
     t0 = time.perf_counter()
@@ -127,35 +130,34 @@ def _load_with_extra(cls):
     return load
 
 
-def run_mog(config: Mapping, out_dir: str | Path | None = None, *, progress: bool | None = False,
-            plots: bool = True) -> dict:
-    """Section 4.1 with a masked autoregressive flow: train, probe ``(m_c, m_e)`` and plot the
-    null histogram (Figure 3 centre) and ``Delta tau`` against alpha (Figure 3 right)."""
+FLOW_DEFAULTS = {"transforms": 10, "hidden_features": [64, 64], "steps": 3000, "batch_size": 256, "lr": 2e-3,
+                 "device": "cpu"}
+
+
+def _mog_single(cfg: Mapping, spec: Mapping, seed: int, out: Path | None, progress, cage_base: Mapping) -> tuple:
+    """One MAF (``spec``) trained and probed on the data of ``seed``."""
     from trainers.core import seed_everything
 
-    cfg = dict(config)
-    data_cfg = {"n_train": 5000, "n_annotated": 5000, "seed": 0, "layout": {}, **dict(cfg.get("data", {}))}
-    flow_cfg = {"transforms": 10, "hidden_features": [64, 64], "steps": 3000, "batch_size": 256, "lr": 2e-3,
-                "seed": 0, "device": "cpu", **dict(cfg.get("flow", {}))}
-    cage_cfg = CAGEConfig.from_dict(cfg.get("cage", {}))
-    out = Path(out_dir) if out_dir is not None else None
-    if out is not None:
-        out.mkdir(parents=True, exist_ok=True)
-    t_all = time.perf_counter()
-    x, m_c, m_e = mog_data(int(data_cfg["n_train"]), int(data_cfg["seed"]), data_cfg["layout"])
+    data_cfg = {"n_train": 5000, "n_annotated": 5000, "layout": {}, **dict(cfg.get("data", {}))}
+    data_cfg["seed"] = int(seed)
+    name = spec.get("name", "maf")
+    flow_cfg = {**FLOW_DEFAULTS, **{k: v for k, v in spec.items() if k != "name"}}
+    flow_cfg["seed"] = int(seed)
+    cage_cfg = CAGEConfig.from_dict({**dict(cage_base), "seed": int(cage_base.get("seed", 0)) + int(seed)})
+    x, _, _ = mog_data(int(data_cfg["n_train"]), int(seed), data_cfg["layout"])
 
     def train() -> MAF:
-        seed_everything(int(flow_cfg["seed"]))
+        seed_everything(int(seed))
         flow = MAF(2, transforms=int(flow_cfg["transforms"]), hidden_features=tuple(flow_cfg["hidden_features"]))
         fit_flow(flow, x, steps=int(flow_cfg["steps"]), batch_size=int(flow_cfg["batch_size"]),
-                 lr=float(flow_cfg["lr"]), seed=int(flow_cfg["seed"]), device=flow_cfg["device"], progress=progress)
+                 lr=float(flow_cfg["lr"]), seed=int(seed), device=flow_cfg["device"], progress=progress)
         return flow
 
     settings = {"data": data_cfg, "flow": flow_cfg}
-    flow, train_secs, cached = _load_or_train(out / "model.pt" if out is not None else None, settings,
-                                              _load_with_extra(MAF), train)
+    path = out / f"model_{name}_seed{seed}.pt" if out is not None else None
+    flow, train_secs, cached = _load_or_train(path, settings, _load_with_extra(MAF), train)
     model = FlowModel(flow)
-    xd, cd, ed = mog_data(int(data_cfg["n_annotated"]), int(data_cfg["seed"]) + 100, data_cfg["layout"])
+    xd, cd, ed = mog_data(int(data_cfg["n_annotated"]), int(seed) + 100, data_cfg["layout"])
     names = cfg.get("attributes", {"cause": "mixture", "effect": "mean_below"})
     cname, ename = names["cause"], names["effect"]
     t0 = time.perf_counter()
@@ -164,19 +166,52 @@ def run_mog(config: Mapping, out_dir: str | Path | None = None, *, progress: boo
     probe_secs = time.perf_counter() - t0
     with torch.no_grad():
         nll = float(-flow.log_prob(torch.as_tensor(xd)).mean())
-    report = _report("mog", "cage-maf", res, truth=f"{cname} -> {ename}", cfg=cfg, cage_cfg=cage_cfg,
+    report = _report("mog", f"cage-{name}", res, truth=f"{cname} -> {ename}", cfg=cfg, cage_cfg=cage_cfg,
                      train_secs=train_secs, probe_secs=probe_secs, cached=cached,
-                     extra={"test_nll": nll, "p_effect_given_cause": [float(ed[cd == 0].mean()),
-                                                                     float(ed[cd == 1].mean())]})
+                     extra={"seed": int(seed), "model": {"name": name, **flow_cfg}, "test_nll": nll,
+                            "p_effect_given_cause": [float(ed[cd == 0].mean()), float(ed[cd == 1].mean())]})
+    return report, res, model, (xd, cd)
+
+
+def run_mog(config: Mapping, out_dir: str | Path | None = None, *, progress: bool | None = False,
+            plots: bool = True) -> dict:
+    """Section 4.1 with masked autoregressive flows: for each flow of ``models`` (default: the one
+    of ``flow``) and each seed of ``seeds`` (default: ``data.seed``), train, probe ``(m_c, m_e)``;
+    plot Figure 3 (data, null histogram with the estimate, ``Delta tau`` against alpha) for the
+    first run and the ``Delta tau`` curves of all runs. Returns ``{"reports": [...]}`` (one report
+    when there is a single run)."""
+    cfg = dict(config)
+    specs = list(cfg.get("models") or [{"name": "maf", **dict(cfg.get("flow", {}))}])
+    seeds = [int(v) for v in (cfg.get("seeds") or [int(dict(cfg.get("data", {})).get("seed", 0))])]
+    cage_base = dict(cfg.get("cage", {}))
+    out = Path(out_dir) if out_dir is not None else None
+    if out is not None:
+        out.mkdir(parents=True, exist_ok=True)
+    t_all = time.perf_counter()
+    reports, results, labels, first = [], [], [], None
+    for spec in specs:
+        for seed in seeds:
+            rep, res, model, data = _mog_single(cfg, spec, seed, out, progress, cage_base)
+            reports.append(rep)
+            results.append(res)
+            labels.append(f"{spec.get('name', 'maf')}, seed {seed}")
+            if first is None:
+                first = (res, model, data)
     if plots and out is not None:
         from . import plots as P
 
-        report["figures"] = [
-            str(P.mog_figure(xd, cd, res, out / "cage_mog.png", decoded=model.decode_batched(
-                model.sample_prior(2000, torch.Generator().manual_seed(5))).cpu().numpy())),
-        ]
-    report["seconds"] = time.perf_counter() - t_all
-    return report
+        res, model, (xd, cd) = first
+        figs = [str(P.mog_figure(xd, cd, res, out / "cage_mog.png", decoded=model.decode_batched(
+            model.sample_prior(2000, torch.Generator().manual_seed(5))).cpu().numpy()))]
+        if len(results) > 1:
+            figs.append(str(P.delta_tau_figure(results, out / "cage_mog_delta_tau.png", labels=labels,
+                                               title="Mixture of Gaussians: mixture as m1, mean_below as m2")))
+        for r in reports:
+            r["figures"] = figs
+    total = time.perf_counter() - t_all
+    for r in reports:
+        r["seconds"] = total
+    return reports[0] if len(reports) == 1 else {"reports": reports}
 
 
 # ============================================================================= Morpho-MNIST
@@ -355,7 +390,8 @@ def report_rows(reports) -> list[dict]:
     """Rows for :func:`~whatifgan.cage.probe.direction_table`."""
     rows = []
     for r in reports:
-        rows.append({**r["summary"], "name": f"{r['benchmark']} ({r['method']})", "truth": r["truth"]})
+        seed = f", seed {r['seed']}" if "seed" in r else ""
+        rows.append({**r["summary"], "name": f"{r['benchmark']} ({r['method']}{seed})", "truth": r["truth"]})
     return rows
 
 

@@ -554,14 +554,22 @@ def direction_table(rows: Sequence[Mapping[str, Any]], *, truth_key: str = "trut
     """A markdown table of probe summaries (``ProbeResult.summary()`` plus optional ``name`` and
     ``truth`` entries)."""
     head = ["experiment", "m1", "m2", "alpha", "GATE(m1->m2)", "p", "GATE(m2->m1)", "p",
-            "delta_tau", "p(delta)", "inferred", "truth"]
+            "delta_tau", "p(delta)", "delta_tau > 0 on grid", "probe acc m1/m2", "inferred", "truth"]
     lines = ["| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
     for r in rows:
         lines.append("| " + " | ".join([
             str(r.get("name", "")), str(r["m1"]), str(r["m2"]), f"{r['alpha']:g}", f"{r['gate_12']:+.4f}",
             f"{r['p_12']:.3g}", f"{r['gate_21']:+.4f}", f"{r['p_21']:.3g}", f"{r['delta_tau']:+.4f}",
-            f"{r['p_delta']:.3g}", str(r["direction"]), str(r.get(truth_key, ""))]) + " |")
+            f"{r['p_delta']:.3g}", f"{r.get('positive_alphas', '')}/{r.get('n_alphas', '')}",
+            _acc(r.get("accuracy_1"), r.get("accuracy_2")), str(r["direction"]), str(r.get(truth_key, ""))]) + " |")
     return "\n".join(lines)
+
+
+def _acc(a, b) -> str:
+    def f(v):
+        return "-" if v is None or not np.isfinite(v) else f"{v:.2f}"
+
+    return f"{f(a)}/{f(b)}"
 
 
 def config_dict(config: CAGEConfig) -> dict:
