@@ -15,7 +15,8 @@ As in diffusers, three separate objects:
   99th-percentile magnitude, :func:`dynamic_normalise`, before the guidance is added).  It
   assumes a network whose ``x_0`` predictions stay near ``[-1, 1]``: a small, briefly trained
   one that overshoots (``|x_0|`` ~ 1.3 at every step) is rescaled at every step, which damps the
-  intervention almost completely, so the CPU configuration turns it off.
+  intervention almost completely, so the CPU configuration turns it off and only clamps the
+  prediction to ``[-1, 1]`` (the official ``clip_denoised``).
 * :class:`DiffSCMPipeline` -- the *pipeline*: Algorithm 1 (counterfactuals: abduction of the
   exogenous noise by DDIM inversion of the factual image up to a fraction of the chain -- 0.75 in
   the official code -- then guided DDIM back down with scale ``s``), interventional sampling
