@@ -2,9 +2,11 @@
 
 For each image dataset (Napkin-MNIST, Colored-MNIST-2, front-door Colored-MNIST, Morpho-MNIST):
 
-* generate ``--n`` training rows from the embedded MNIST *train* split (metric ``data_seconds``:
-  digit pool + rendering, the pool is built once and cached) and time rendering 10,000 rows with
-  the cached pool (``render_seconds_10k_rows``);
+* generate ``--n`` training rows from the embedded MNIST *train* split (``data_seconds``: load
+  from the dataset cache, or render from the digit pool), time loading the cached digit pool
+  (``pool_load_seconds``), building it afresh (``pool_build_seconds``, with ``--time-pool-build``)
+  and rendering 10,000 rows (every dataset of the generator) from the pool in memory
+  (``render_seconds_10k_rows``);
 * train one small CNN per attribute kind (digit, colour, thickness, intensity) with
   ``trainers.ClassifierTrainer`` and report its accuracy on ``--held-out`` rows rendered from the
   embedded *test* split, i.e. unseen handwriting (``heldout_accuracy``; ``seconds`` = training);
@@ -33,7 +35,7 @@ import torch  # noqa: E402
 
 from benchlib import git_commit, record, write_results  # noqa: E402
 
-from whatifgan.data.image_scms import generate  # noqa: E402
+from whatifgan.data.image_scms import digit_pool, generate  # noqa: E402
 from whatifgan.metrics.images import attribute_tvd, fid, image_attributes, train_attribute_classifiers  # noqa: E402
 
 
@@ -49,6 +51,8 @@ def main(argv=None) -> int:
     ap.add_argument("--threads", type=int, default=2)
     ap.add_argument("--cache-dir", default=None)
     ap.add_argument("--retrain", action="store_true")
+    ap.add_argument("--time-pool-build", action="store_true",
+                    help="also time a fresh digit-pool build (once per set of thickness levels)")
     ap.add_argument("--out", default="benchmarks/results/classifiers.json")
     ap.add_argument("--append", action="store_true",
                     help="keep the records of other datasets already in --out (replace this run's datasets)")
@@ -60,21 +64,38 @@ def main(argv=None) -> int:
         kept = [r for r in json.loads(Path(args.out).read_text())
                 if r["query"].split(":")[0] not in args.datasets]
     records = []
+    built_levels: set = set()
     for kind in args.datasets:
         common = {"cache_dir": args.cache_dir, "workers": args.workers, "progress": None}
         t0 = time.perf_counter()
         data = generate(kind, n=args.n, **common)
         gen_s = time.perf_counter() - t0
-        t0 = time.perf_counter()
-        generate(kind, n=10_000, seed=12345, cache_dir=False, progress=False)
-        render_s = time.perf_counter() - t0
-        held = data.variant(split="test", n=args.held_out, seed=1000)
         n_images = sum(len(ds) for ds in data.datasets.values()) * len(data.attributes)
         cfg = {"dataset": kind, "n": args.n, "held_out": args.held_out, "images": n_images,
                "size": data.config["size"], "config_hash": data.config_hash[:16]}
+        pk = data.manifest["pool"]
+        pool_args = (pk["source"], pk["split"], pk["levels"], pk["per_class"], pk["refine"])
+        if args.time_pool_build and pk["levels"] and tuple(pk["levels"]) not in built_levels:
+            t0 = time.perf_counter()  # a fresh build, bypassing the caches
+            pool = digit_pool(*pool_args, cache_dir=False, workers=args.workers, progress=None, rebuild=True)
+            build_s = time.perf_counter() - t0
+            built_levels.add(tuple(pk["levels"]))
+            records.append(record("attribute_classifiers", "image_scms", "pool_build_seconds", kind, build_s, build_s,
+                                  {**cfg, "digits": len(pool), "levels": pk["levels"], "workers": args.workers},
+                                  commit))
+        t0 = time.perf_counter()
+        pool = digit_pool(*pool_args, cache_dir=args.cache_dir, workers=args.workers)  # cached pool into memory
+        load_s = time.perf_counter() - t0
+        t0 = time.perf_counter()
+        rows = generate(kind, n=10_000, seed=12345, cache_dir=False, progress=False)
+        render_s = time.perf_counter() - t0
         records.append(record("attribute_classifiers", "image_scms", "data_seconds", kind, gen_s, gen_s, cfg, commit))
+        records.append(record("attribute_classifiers", "image_scms", "pool_load_seconds", kind, load_s, load_s,
+                              {**cfg, "digits": len(pool)}, commit))
         records.append(record("attribute_classifiers", "image_scms", "render_seconds_10k_rows", kind, render_s,
-                              render_s, {**cfg, "images_per_row": len(data.attributes)}, commit))
+                              render_s, {**cfg, "images_per_row": len(data.attributes),
+                                         "rows": sum(len(d) for d in rows.datasets.values())}, commit))
+        held = data.variant(split="test", n=args.held_out, seed=1000)
         kinds = [k for k in ("digit", "color", "thickness", "intensity") if any(k in a for a in data.attributes.values())]
         clfs = {}
         for k in kinds:
@@ -114,7 +135,8 @@ def main(argv=None) -> int:
                                   None, cfg, commit))
         write_results(args.out, kept + records)  # after every dataset: partial results survive an interruption
     for r in records:
-        if r["metric"] in ("heldout_accuracy", "fid_train_vs_heldout", "render_seconds_10k_rows", "data_seconds"):
+        if r["metric"] in ("heldout_accuracy", "fid_train_vs_heldout", "render_seconds_10k_rows", "data_seconds",
+                           "pool_build_seconds", "pool_load_seconds"):
             print(f"{r['metric']:24s} {r['query']:28s} {r['value']:.4f}")
     return 0
 

@@ -438,24 +438,25 @@ _POOLS: dict[str, DigitPool] = {}
 def digit_pool(source: str | os.PathLike = "embedded", split: str = "train",
                levels: Sequence[float] = THICKNESS_PX, per_class: int | None = None,
                refine: int = 0, cache_dir=None, workers: int = 1,
-               progress: bool | None = None) -> DigitPool:
+               progress: bool | None = None, rebuild: bool = False) -> DigitPool:
     """The :class:`DigitPool` of an MNIST split: ``per_class`` digits of each class (all by
     default; the first ones of the split's seeded order) at every thickness of ``levels``.
 
     Building costs about 10 ms per digit per core (one Morpho-MNIST morphology plus a dilation or
     erosion per level; ``levels=()`` needs none); the result is cached in memory and in
-    ``<cache_dir>/pools/``. ``workers > 1`` builds in parallel processes.
+    ``<cache_dir>/pools/``. ``workers > 1`` builds in parallel processes; ``rebuild`` ignores
+    both caches (and refreshes them).
     """
     levels = tuple(float(v) for v in levels)
     src = "embedded" if source in (None, "embedded") else str(Path(source).expanduser().resolve())
     key = {"format": FORMAT_VERSION, "source": src, "split": split, "levels": list(levels),
            "per_class": per_class, "refine": int(refine)}
     h = config_hash(key)[:20]
-    if h in _POOLS:
+    if h in _POOLS and not rebuild:
         return _POOLS[h]
     root = _cache_root(cache_dir)
     path = None if root is None else root / "pools" / f"pool_{split}_{h}.npz"
-    if path is not None and path.is_file():
+    if path is not None and path.is_file() and not rebuild:
         try:
             with np.load(path, allow_pickle=False) as z:
                 pool = DigitPool(z["original"], z["images"], z["labels"], levels, z["thickness"],
