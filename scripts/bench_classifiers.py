@@ -35,7 +35,7 @@ import torch  # noqa: E402
 
 from benchlib import git_commit, record, write_results  # noqa: E402
 
-from whatifgan.data.image_scms import digit_pool, generate  # noqa: E402
+from whatifgan.data.image_scms import clear_pool_cache, digit_pool, generate  # noqa: E402
 from whatifgan.metrics.images import attribute_tvd, fid, image_attributes, train_attribute_classifiers  # noqa: E402
 
 
@@ -83,6 +83,7 @@ def main(argv=None) -> int:
             records.append(record("attribute_classifiers", "image_scms", "pool_build_seconds", kind, build_s, build_s,
                                   {**cfg, "digits": len(pool), "levels": pk["levels"], "workers": args.workers},
                                   commit))
+        clear_pool_cache()
         t0 = time.perf_counter()
         pool = digit_pool(*pool_args, cache_dir=args.cache_dir, workers=args.workers)  # cached pool into memory
         load_s = time.perf_counter() - t0

@@ -84,6 +84,7 @@ __all__ = [
     "THICKNESS_PX",
     "colored_mnist2",
     "colored_mnist2_scm",
+    "clear_pool_cache",
     "colorize",
     "config_hash",
     "default_cache_dir",
@@ -433,6 +434,11 @@ class DigitPool:
 
 
 _POOLS: dict[str, DigitPool] = {}
+
+
+def clear_pool_cache() -> None:
+    """Forget the digit pools held in memory (the files in ``<cache_dir>/pools/`` stay)."""
+    _POOLS.clear()
 
 
 def digit_pool(source: str | os.PathLike = "embedded", split: str = "train",
