@@ -122,7 +122,8 @@ def main(argv=None) -> int:
                 truth = data.scm.prob([a.column])
                 tv = attribute_tvd(codes, truth)
                 emp_true = attribute_tvd({a.column: hcols[a.column]}, truth)
-                records.append(record("attribute_classifiers", "cnn", "attribute_tvd_vs_twin", f"{kind}:{a.column}", tv,
+                records.append(record("attribute_classifiers", "cnn", "attribute_tvd_vs_twin",
+                                      f"{kind}:{var}.{a.column}", tv,
                                       None, {**cfg, "tvd_of_true_codes": round(emp_true, 4)}, commit))
         digit = clfs.get("digit")
         if digit is not None:
