@@ -48,7 +48,8 @@ def main(argv=None) -> int:
     ap.add_argument("--color-steps", type=int, default=600, help="training steps of colour classifiers")
     ap.add_argument("--batch-size", type=int, default=128)
     ap.add_argument("--workers", type=int, default=2, help="processes building a digit pool")
-    ap.add_argument("--threads", type=int, default=2)
+    ap.add_argument("--threads", type=int, default=1,
+                    help="torch threads (on a shared CPU one thread is often 10x faster than two)")
     ap.add_argument("--cache-dir", default=None)
     ap.add_argument("--retrain", action="store_true")
     ap.add_argument("--time-pool-build", action="store_true",

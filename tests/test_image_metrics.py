@@ -28,7 +28,7 @@ POOL = 8
 @pytest.fixture(scope="module")
 def setup(tmp_path_factory):
     threads = torch.get_num_threads()
-    torch.set_num_threads(2)
+    torch.set_num_threads(1)  # tiny models: one thread is fastest on a busy machine
     cache = tmp_path_factory.mktemp("image_metrics")
     data = napkin_mnist(1000, cache_dir=cache, pool_per_class=POOL, progress=False)
     held = data.variant(split="test", n=300)  # unseen base digits

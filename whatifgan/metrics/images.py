@@ -278,6 +278,9 @@ def train_attribute_classifiers(data, *, kinds: Sequence[str] | None = None, hel
         cache_dir: cache root (default as for the datasets; ``False``: no files). The folder is
             ``<cache_dir>/classifiers/<kind>-<manifest hash>-<settings hash>/``.
         retrain: ignore a cached copy.
+
+    On a shared CPU, ``torch.set_num_threads(1)`` is often much faster than several threads for
+    these small networks (measured: 60 ms vs 630 ms per step of 128 images on two busy cores).
     """
     from trainers import ClassifierTrainer, TensorDictLoader
     from trainers.core import resolve_device
