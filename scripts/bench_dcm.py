@@ -37,6 +37,8 @@ def main(argv=None) -> int:
     ap.add_argument("--out", default="benchmarks/results/dcm.json")
     ap.add_argument("--runs", default="benchmarks/results/dcm_runs")
     ap.add_argument("--table", action="store_true", help="only print the markdown table of --out")
+    ap.add_argument("--merge", action="store_true",
+                    help="keep the records of --out for benchmarks not run now (default: overwrite)")
     args = ap.parse_args(argv)
     if args.table:
         print_table(json.loads(Path(args.out).read_text()))
@@ -44,6 +46,10 @@ def main(argv=None) -> int:
     torch.set_num_threads(args.threads)
     commit = git_commit()
     records, rows = [], []
+    kept = []
+    if args.merge and Path(args.out).exists():
+        names = {load_config(n)["name"] for n in args.configs}
+        kept = [r for r in json.loads(Path(args.out).read_text()) if r["benchmark"] not in names]
     for name in args.configs:
         cfg = load_config(name)
         if args.steps:
@@ -79,7 +85,7 @@ def main(argv=None) -> int:
                                   tm, f"{name}: modular time / joint time until every query's TVD <= target",
                                   commit))
             rows.append((cfg["name"], reports, tm, tj, ratio))
-        write_results(args.out, records)
+        write_results(args.out, kept + records)
     print("\n| benchmark | query | TVD modular | TVD joint | time to target modular | joint |")
     print("|---|---|---:|---:|---:|---:|")
     for name, reps, tm, tj, ratio in rows:
