@@ -180,7 +180,7 @@ def build_parser() -> argparse.ArgumentParser:
 
     import importlib
 
-    for mod in ("idgen_cli", "diffscm_cli", "cage_cli"):  # the other papers' pipelines
+    for mod in ("idgen_cli", "diffscm_cli", "cage_cli", "compare_cli"):  # the other papers' pipelines
         try:
             m = importlib.import_module(f"whatifgan.{mod}")
         except ModuleNotFoundError as e:
@@ -208,7 +208,8 @@ def main(argv=None) -> int:
     if func is None:  # groups registered by pipeline modules may only provide run(args)
         import importlib
 
-        mod = {"idgen": "idgen_cli", "diffscm": "diffscm_cli", "probe": "cage_cli"}.get(args.cmd)
+        mod = {"idgen": "idgen_cli", "diffscm": "diffscm_cli", "probe": "cage_cli",
+               "compare": "compare_cli"}.get(args.cmd)
         func = importlib.import_module(f"whatifgan.{mod}").run
     try:
         return int(func(args) or 0)

@@ -23,6 +23,8 @@ from .backends import (
     ConditionalModel,
     DiffusionBackend,
     DiffusionConditional,
+    EmpiricalBackend,
+    EmpiricalConditional,
     MarginalSource,
     PretrainedBackend,
     PretrainedConditional,
@@ -38,7 +40,8 @@ from .network import DataInfo, Node, SamplingNetwork
 
 __all__ = [
     "Backend", "CategoricalClassifier", "ClassifierBackend", "ConditionalModel", "DataInfo",
-    "DataTable", "DiffusionBackend", "DiffusionConditional", "IDGenOptions", "MarginalSource",
+    "DataTable", "DiffusionBackend", "DiffusionConditional", "EmpiricalBackend", "EmpiricalConditional",
+    "IDGenOptions", "MarginalSource",
     "ModelCache", "Node", "PretrainedBackend", "PretrainedConditional", "SamplingNetwork",
     "WGANBackend", "WGANConditional", "default_backend", "fingerprint", "idgen", "idgen_plan",
     "infer_variables", "make_backend", "passes_step7", "plugin_report", "random_step7_queries", "truth_table",

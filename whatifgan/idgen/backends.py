@@ -19,6 +19,9 @@ model qualifies (Assumption D.5); the back end is chosen per variable:
 * :class:`WGANBackend` -- a conditional WGAN-GP generator (WhatIfGAN's
   :class:`~whatifgan.nn.MLPGenerator`/:class:`~whatifgan.nn.ConvGenerator` and critics, trained
   by :class:`trainers.WGANGPTrainer`).
+* :class:`EmpiricalBackend` -- resampling of the training rows with the same categorical input
+  codes (the empirical ``P(v | inputs)``; e.g. ``W1 ~ P(w1)`` in the Update step of Section 4.1,
+  or the "No Diffusion" ablation of Appendix F.6).
 * :class:`PretrainedBackend` -- a frozen plug-in with the conditional-sampler signature
   ``f(parents: dict[str, Tensor], noise: Tensor) -> Tensor`` (Section 3.2: "if we have access to
   a pre-trained model that can sample from it, we can directly plug it in").
@@ -49,6 +52,8 @@ __all__ = [
     "ConditionalModel",
     "DiffusionBackend",
     "DiffusionConditional",
+    "EmpiricalBackend",
+    "EmpiricalConditional",
     "InputEncoder",
     "MarginalSource",
     "PretrainedBackend",
@@ -904,11 +909,98 @@ class DiffusionBackend(Backend):
         return model
 
 
+class EmpiricalConditional(ConditionalModel):
+    """Resamples training values: ``P(v | inputs)`` is the empirical distribution of the rows with
+    the same (categorical) input codes.  The paper samples ``W1 ~ P(w1)`` this way in its Update
+    step (Section 4.1) and uses it as the "No Diffusion" ablation of ``P(x | c)`` (Appendix F.6)."""
+
+    kind = "empirical"
+
+    def __init__(self, variable: Variable, inputs: Mapping[str, Variable], values: Tensor, codes: Tensor):
+        super().__init__(variable, inputs)
+        self.register_buffer("values", values)
+        self.register_buffer("codes", codes.long())      # combined input code per training row
+        self.cards = [int(v.k) for v in inputs.values()]
+        order = torch.argsort(self.codes, stable=True)
+        uniq, counts = torch.unique_consecutive(self.codes[order], return_counts=True)
+        self.register_buffer("order", order)
+        self.register_buffer("uniq", uniq)
+        self.register_buffer("starts", torch.cumsum(counts, 0) - counts)
+        self.register_buffer("counts", counts)
+
+    def _code(self, values: Table, n: int) -> Tensor:
+        code = torch.zeros(n, dtype=torch.long, device=self.codes.device)
+        for name, k in zip(self.input_specs, self.cards):
+            code = code * k + values[name].reshape(-1).long().to(code.device)
+        return code
+
+    def _groups(self, values: Table, n: int) -> Tensor:
+        code = self._code(values, n)
+        pos = torch.searchsorted(self.uniq, code).clamp(max=max(len(self.uniq) - 1, 0))
+        if len(self.uniq) == 0 or bool((self.uniq[pos] != code).any()):
+            bad = code[(self.uniq[pos] != code)] if len(self.uniq) else code
+            raise ValueError(f"empirical model of {self.variable.name!r}: no training row with input "
+                             f"code(s) {sorted(set(bad.tolist()))[:5]} of {list(self.input_specs)}")
+        return pos
+
+    def sample(self, values: Table, n: int, generator: torch.Generator | None = None) -> Tensor:
+        _check_inputs(f"empirical model for {self.variable.name!r}", self.input_specs, values, n)
+        dev = self.values.device
+        pos = self._groups(values, n)
+        u = torch.rand(n, generator=generator, device=generator.device if generator is not None else dev,
+                       dtype=torch.float64).to(dev)
+        k = (u * self.counts[pos]).long()
+        k = torch.minimum(k, self.counts[pos] - 1)
+        return self.values[self.order[self.starts[pos] + k]]
+
+    def probs(self, values: Table, n: int) -> Tensor:
+        if self.variable.kind != "categorical":
+            return super().probs(values, n)
+        pos = self._groups(values, n)
+        k = self.variable.k
+        table = torch.zeros(len(self.uniq), k, dtype=torch.float64, device=self.values.device)
+        grp = torch.searchsorted(self.uniq, self.codes)
+        table.index_put_((grp, self.values.reshape(-1).long()),
+                         torch.ones(len(self.codes), dtype=torch.float64, device=table.device), accumulate=True)
+        table = table / table.sum(dim=1, keepdim=True)
+        return table[pos]
+
+    def describe(self) -> str:
+        return f"empirical resampling ({int(self.values.shape[0])} rows)"
+
+
+@dataclass
+class EmpiricalBackend(Backend):
+    """Resample the training column (within each combination of categorical input codes): the
+    empirical ``P(v | inputs)``.  Nothing is trained; inputs must be categorical."""
+
+    name: str = field(default="empirical", init=False)
+
+    def supports(self, variable: Variable) -> bool:
+        return True
+
+    def fit(self, variable, inputs, data, *, seed=0, device=None) -> EmpiricalConditional:
+        bad = [k for k, v in inputs.items() if v.kind != "categorical"]
+        if bad:
+            raise TypeError(f"the empirical back end of {variable.name!r} conditions on categorical "
+                            f"inputs only; {bad} are not categorical (use a generative back end)")
+        t0 = time.perf_counter()
+        ref = data[variable.name]
+        dev = torch.device(device) if device is not None else ref.device
+        n = ref.shape[0]
+        code = torch.zeros(n, dtype=torch.long, device=dev)
+        for k, v in inputs.items():
+            code = code * v.k + data[k].reshape(-1).long().to(dev)
+        model = EmpiricalConditional(variable, inputs, ref.to(dev), code)
+        model.info = {"backend": self.name, "steps": 0, "rows": int(n), "seconds": time.perf_counter() - t0}
+        return model
+
+
 # ----------------------------------------------------------------------------------------------
 # choosing a back end per variable
 # ----------------------------------------------------------------------------------------------
 _NAMES: dict[str, type] = {"classifier": ClassifierBackend, "wgan": WGANBackend, "gan": WGANBackend,
-                           "diffusion": DiffusionBackend}
+                           "diffusion": DiffusionBackend, "empirical": EmpiricalBackend}
 
 
 def default_backend(variable: Variable) -> Backend:
