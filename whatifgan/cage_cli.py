@@ -5,7 +5,8 @@ The main CLI (:mod:`whatifgan.cli`) adds the subcommand with::
     from . import cage_cli
     cage_cli.register(sub)
 
-``CONFIG`` is a YAML file or a name in ``configs/experiments`` (``cage_mog``, ``cage_morpho``).
+``CONFIG`` is a YAML file or a name in ``configs/experiments`` (``cage_mog``, ``cage_morpho``,
+``cage_dcm``: the image generator of a DCM trained on Morpho-MNIST, or loaded with ``dcm.run_dir``).
 The table lists, per attribute pair, GATE(m1 -> m2) and GATE(m2 -> m1) at the chosen alpha
 (Eq. 6) with their permutation p-values, Delta tau (Eq. 7) with the p-value of its paired null,
 the inferred direction and the true one; plots and ``report.json`` go to ``--out``.
@@ -25,7 +26,7 @@ def register(subparsers) -> argparse.ArgumentParser:
     """Add the ``probe`` subcommand to an ``argparse`` subparsers object."""
     s = subparsers.add_parser("probe", help="CAGE: probe the causal direction a generative model has learned",
                               description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    s.add_argument("config", help="YAML file or a name in configs/experiments (cage_mog, cage_morpho)")
+    s.add_argument("config", help="YAML file or a name in configs/experiments (cage_mog, cage_morpho, cage_dcm)")
     s.add_argument("--out", help="output directory for plots, the model and report.json "
                                  "(default runs/<config name>)")
     s.add_argument("--permutations", type=int, metavar="B", help="size of the permutation null")
