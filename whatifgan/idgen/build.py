@@ -282,13 +282,13 @@ class _Builder:
         if self.dry:
             return _Placeholder(spec, in_specs, be.name), False, table.info
         cols = [var, *inputs]
-        for c in cols:
-            table[c]  # raises a KeyError naming the dataset
-        if not be.trains:
-            model = be.fit(spec, in_specs, {c: table[c] for c in cols}, seed=self.opts.seed,
+        if not be.trains:  # a frozen plug-in: no training data needed (its column may be absent)
+            model = be.fit(spec, in_specs, {c: table[c] for c in cols if c in table}, seed=self.opts.seed,
                            device=self.device)
             model.cache_key = f"pretrained:{be.fingerprint()}"
             return model, False, table.info
+        for c in cols:
+            table[c]  # raises a KeyError naming the dataset
         fp = table.fingerprint(cols)
         key = ModelCache.key(var, list(inputs), fp, be.fingerprint(), self.opts.seed)
         seed = _seed(self.opts.seed, key)
@@ -539,7 +539,8 @@ def idgen(graph: Any, query: Any, data: Any = None, *, variables: Any = None,
                                 f"experimental data P(V | do({', '.join(sorted(z))}))")
     if not dry_run:
         obs_nodes = [t for t in est.trace.walk() if not t.experiment]
-        used = {v for t in obs_nodes for f in t.factors for v in (f.variable, *f.inputs)}
+        used = {v for t in obs_nodes for f in t.factors
+                for v in ((f.variable,) if bes[f.variable].trains else ()) + tuple(f.inputs)}
         for z, table in base.items():
             if z:
                 continue
