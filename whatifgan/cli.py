@@ -32,12 +32,18 @@ def _default_run_dir(config: str) -> str:
 
 
 def _cmd_train(args) -> int:
+    import os
+
     from .pipelines.dcm_experiment import run
 
+    if args.nproc is not None and args.nproc < 1:
+        raise ValueError(f"--nproc must be >= 1, got {args.nproc}")
     run_dir = args.run_dir or _default_run_dir(args.config)
     run(args.config, run_dir, mode=args.mode, resume=args.resume, device=args.device, steps=args.steps,
-        progress=not args.no_progress, parallel_hnodes=args.parallel_hnodes)
-    print(f"run directory: {run_dir}  (TensorBoard: tensorboard --logdir {run_dir}/tb)")
+        progress=not args.no_progress, parallel_hnodes=args.parallel_hnodes, nproc=args.nproc,
+        quiet=int(os.environ.get("RANK", "0")) != 0)
+    if int(os.environ.get("RANK", "0")) == 0:  # under torchrun only rank 0 reports
+        print(f"run directory: {run_dir}  (TensorBoard: tensorboard --logdir {run_dir}/tb)")
     return 0
 
 
@@ -157,6 +163,10 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("--device", help="auto, cpu, cuda, cuda:1, ...")
     s.add_argument("--steps", type=int, help="generator steps per h-node")
     s.add_argument("--parallel-hnodes", type=int, metavar="N", help="train up to N h-nodes of a stage in parallel processes")
+    s.add_argument("--nproc", type=int, metavar="N",
+                   help="data-parallel training: N local processes train each h-node together (torch.distributed; "
+                        "gloo on CPU, NCCL when every process has a GPU); batch_size is the global batch. "
+                        "Or start the command with torchrun --nproc_per_node=N -m whatifgan.cli train ...")
     s.add_argument("--no-progress", action="store_true")
     s.set_defaults(func=_cmd_train)
 
