@@ -486,7 +486,10 @@ def run_compare(config: Any, *, methods: Sequence[str] | None = None, device: st
         print(f"[compare] {m['name']}: " + ", ".join(f"{k} {_fmt(v)}" for k, v in run.metrics.items()),
               flush=True)
     if figure is not None:
-        save_sample_figure(res, figure)
+        if any(r.samples for r in res.runs.values()):
+            save_sample_figure(res, figure)
+        else:
+            print("[compare] no method generated images: no sample figure", flush=True)
     if json_out is not None:
         Path(json_out).parent.mkdir(parents=True, exist_ok=True)
         Path(json_out).write_text(json.dumps(res.to_dict(), indent=1))

@@ -98,7 +98,7 @@ class BackdoorData:
 
 def covid_standin(n: int = 4000, *, p: float = 0.1, p_c: float = 0.3, u_prob: float = 0.5,
                   p_image: float = 0.2, digits: Sequence[int] = (0, 1), seed: int = 0, split: str = "train",
-                  cache_dir=None) -> BackdoorData:
+                  cache_dir=None, pool_per_class: int | None = None) -> BackdoorData:
     """Generated Covid-X-ray stand-in with exact truth (see the module docstring).
 
     ``U ~ Bernoulli(u_prob)`` hidden; ``C := eta_{p_c}(U)``; ``X`` a grey image of digit
@@ -108,7 +108,7 @@ def covid_standin(n: int = 4000, *, p: float = 0.1, p_c: float = 0.3, u_prob: fl
 
     d = frontdoor_colored_mnist(n, p=p, p_d=p_c, u_prob=u_prob, digits=tuple(digits), n_colors=1,
                                 p_image=p_image, size=28, seed=seed, split=split, cache_dir=cache_dir,
-                                name=f"covid_standin_{split}", progress=False)
+                                name=f"covid_standin_{split}", progress=False, pool_per_class=pool_per_class)
     cols = d.dataset.columns
     x = np.ascontiguousarray(cols["I"][:, :1])  # the single colour is red: channel 0 is the grey image
     columns = {"C": cols["D"].astype(np.int64), "X": x, "N": cols["A"].astype(np.int64),
@@ -250,7 +250,8 @@ def _interventional_probs(net, c: int, n: int, seed: int) -> np.ndarray:
 
 def covid_experiment(data: BackdoorData, *, diffusion: Mapping | None = None, classifier: Mapping | None = None,
                      samples: int = 1000, seed: int = 0, device: str | None = None,
-                     held_out: BackdoorData | None = None, figure: str | Path | None = None) -> dict:
+                     held_out: BackdoorData | None = None, figure: str | Path | None = None,
+                     methods: Sequence[str] = ("idgen", "no-diffusion", "no-latent")) -> dict:
     """ID-GEN (diffusion ``P(x | c)`` + calibrated classifier ``P(n | x, c')``) vs "no diffusion"
     (real images of class ``c``) vs "no latent" (``P(n | c)``) for ``P(N | do(C))``.
 
@@ -268,8 +269,13 @@ def covid_experiment(data: BackdoorData, *, diffusion: Mapping | None = None, cl
         out["truth"] = {c: data.truth[c][1] for c in (0, 1)}
         out["observational"] = {c: data.observational[c][1] for c in (0, 1)}
     nets = {}
+    bad = sorted(set(methods) - {"idgen", "no-diffusion", "no-latent"})
+    if bad:
+        raise ValueError(f"unknown method(s) {bad}; choose from idgen, no-diffusion, no-latent")
     for name, bes in (("idgen", {"X": dif, "N": clf, "C": clf}),
                       ("no-diffusion", {"X": EmpiricalBackend(), "N": clf, "C": clf})):
+        if name not in methods:
+            continue
         t0 = time.perf_counter()
         net = idgen(COVID_GRAPH, "P(N | do(C))", cols, variables=data.variables, backends=bes, cache=cache,
                     seed=seed, device=device)
@@ -279,19 +285,20 @@ def covid_experiment(data: BackdoorData, *, diffusion: Mapping | None = None, cl
         out["methods"][name] = {"p": p, "seconds": secs, "sampling_seconds": time.perf_counter() - t1,
                                 "network": net.describe()}
         nets[name] = net
-    t0 = time.perf_counter()
     dev = torch.device(device) if device else torch.device("cpu")
-    m = clf.fit(data.variables["N"], {"C": data.variables["C"]},
-                {"N": torch.as_tensor(cols["N"]).to(dev), "C": torch.as_tensor(cols["C"]).to(dev)}, seed=seed,
-                device=dev)
-    pc = m.probs({"C": torch.tensor([0, 1], device=dev)}, 2)[:, 1].cpu().numpy()
-    out["methods"]["no-latent"] = {"p": {0: float(pc[0]), 1: float(pc[1])}, "seconds": time.perf_counter() - t0}
+    t0 = time.perf_counter()
+    if "no-latent" in methods:
+        m = clf.fit(data.variables["N"], {"C": data.variables["C"]},
+                    {"N": torch.as_tensor(cols["N"]).to(dev), "C": torch.as_tensor(cols["C"]).to(dev)},
+                    seed=seed, device=dev)
+        pc = m.probs({"C": torch.tensor([0, 1], device=dev)}, 2)[:, 1].cpu().numpy()
+        out["methods"]["no-latent"] = {"p": {0: float(pc[0]), 1: float(pc[1])}, "seconds": time.perf_counter() - t0}
     if data.truth is not None:
         for r in out["methods"].values():
             r["tvd"] = float(np.mean([abs(r["p"][c] - out["truth"][c]) for c in (0, 1)]))
     # calibration of the classifier P(n | x, c) on held-out rows (Appendix F.6, Figure 22)
-    mn = nets["idgen"].node("N").model
-    if held_out is not None:
+    if held_out is not None and nets:
+        mn = next(iter(nets.values())).node("N").model
         h = held_out.columns
         vals = {"C": torch.as_tensor(h["C"]).to(dev), "X": data.variables["X"].encode(h["X"], dev)}
         with torch.no_grad():
@@ -301,7 +308,7 @@ def covid_experiment(data: BackdoorData, *, diffusion: Mapping | None = None, cl
         cal = mn.probs(vals, len(y)).cpu().numpy()
         out["calibration"] = {"temperature": float(mn.temperature), "accuracy": float((raw.argmax(1) == y).mean()),
                               "ece_uncalibrated": _ece(raw, y), "ece_calibrated": _ece(cal, y)}
-    if figure is not None:
+    if figure is not None and "idgen" in nets:
         _covid_figure(nets["idgen"], data, figure, seed)
     return out
 
@@ -410,14 +417,14 @@ class CelebAStandIn:
 
 def celeba_standin(n: int = 3000, *, p_male: float = 0.5, p_young_male: float = 0.35,
                    p_young_female: float = 0.75, label_noise: float = 0.05, seed: int = 0,
-                   split: str = "train", cache_dir=None) -> CelebAStandIn:
+                   split: str = "train", cache_dir=None, pool_per_class: int | None = None) -> CelebAStandIn:
     """Faces for the audit (module docstring): sex ~ Bernoulli(p_male), young | sex as given (the
     dataset's sex-age correlation), a hidden ``U ~ Bernoulli(label_noise)`` flipping both labels
     (``Male <-> Young``)."""
     from ..data.image_scms import digit_pool
 
     rng = np.random.default_rng(seed)
-    pool = digit_pool("embedded", split, (), cache_dir=cache_dir, progress=False)
+    pool = digit_pool("embedded", split, (), pool_per_class, cache_dir=cache_dir, progress=False)
     sex = (rng.random(n) < p_male).astype(np.int64)
     young = (rng.random(n) < np.where(sex == 1, p_young_male, p_young_female)).astype(np.int64)
     digit = rng.integers(0, 10, n)
