@@ -86,6 +86,9 @@ class DCM(nn.Module):
         ikw = dict(image_kwargs or {})
         ckw = dict(image_child_kwargs or {})
         mechs = {}
+        #: ``{variable: {"arch", "arch_kwargs"}}`` of the default networks built here (what
+        #: ``build(arch, **arch_kwargs)`` needs to rebuild one, e.g. to load it as a plug-in)
+        self.mechanism_specs: dict[str, dict] = {}
         for v in self.order:
             spec = self.variables[v]
             pa = self.parents_of[v]
@@ -100,14 +103,17 @@ class DCM(nn.Module):
                 pdims = {p: (tuple(self.variables[p].shape) if p in image_parents else self.variables[p].dim)
                          for p in pa}
                 if spec.kind == "image":  # conditional DCGAN-style generator
-                    mechs[v] = build(image_generator, shape=tuple(spec.shape), noise_dim=self.noise_dim,
-                                     conf_dim=cdim, parent_dims=pdims, **ikw)
+                    arch, kw = image_generator, dict(shape=tuple(spec.shape), noise_dim=self.noise_dim,
+                                                     conf_dim=cdim, parent_dims=pdims, **ikw)
                 elif image_parents:  # a discrete/continuous child of images: conv encoder + head
-                    mechs[v] = build(image_child_generator, out_dim=spec.dim, output=spec.kind,
-                                     noise_dim=self.noise_dim, conf_dim=cdim, parent_dims=pdims, **ckw)
+                    arch, kw = image_child_generator, dict(out_dim=spec.dim, output=spec.kind,
+                                                           noise_dim=self.noise_dim, conf_dim=cdim,
+                                                           parent_dims=pdims, **ckw)
                 else:
-                    mechs[v] = build(generator, out_dim=spec.dim, output=spec.kind, noise_dim=self.noise_dim,
-                                     conf_dim=cdim, parent_dims=pdims, **gkw)
+                    arch, kw = generator, dict(out_dim=spec.dim, output=spec.kind, noise_dim=self.noise_dim,
+                                               conf_dim=cdim, parent_dims=pdims, **gkw)
+                mechs[v] = build(arch, **kw)
+                self.mechanism_specs[v] = {"arch": arch, "arch_kwargs": kw}
         self.mechanisms = nn.ModuleDict(mechs)
         self._frozen: set[str] = set()
 

@@ -154,23 +154,9 @@ class Sampler:
         if not q.is_counterfactual:
             raise ValueError(f"{q} is not a counterfactual query")
         self.check(q, force)
-        worlds_e = {c.do for c in q.cf_given}
-        evidence = [(c.var, c.do_dict, c.value) for c in q.cf_given]
-        if any(v is None for _, _, v in evidence):
-            raise ValueError("counterfactual evidence needs values, e.g. P(Y_{X=1} | X=0, Y=1)")
+        res = self.abduct(q, n, method=method, max_draws=max_draws)
         outs = list(q.cf_outcome)
-        if method == "auto":
-            method = "importance" if len(worlds_e) <= 1 and self._has_logits([v for v, _, _ in evidence]) else "rejection"
-        if method == "importance":
-            if len(worlds_e) > 1:
-                raise ValueError("importance sampling needs all evidence in one world; use method='rejection'")
-            do_e = dict(next(iter(worlds_e))) if worlds_e else {}
-            res = self._evidence_pass(do_e, {v: val for v, _, val in evidence}, n, keep=None)
-        elif method == "rejection":
-            res = self._rejection(evidence, n, max_draws)
-        else:
-            raise ValueError(f"unknown method {method!r}")
-        noise, weights = res["noise"], res["weights"]
+        noise, weights, method = res["noise"], res["weights"], res["method"]
         values = {}
         for c in outs:
             world = self.dcm(noise=noise, do={k: v for k, v in c.do}, hard=True, only=[c.var])
@@ -184,6 +170,32 @@ class Sampler:
         ess = float(weights.sum() ** 2 / (weights ** 2).sum()) if weights.sum() > 0 else 0.0
         return CfResult(table, ess, int(weights.numel()), method)
 
+    @torch.no_grad()
+    def abduct(self, query: str | Query, n: int = 20000, method: str = "auto", max_draws: int = 10_000_000) -> dict:
+        """Abduction for a counterfactual query: ``n`` draws of the noise (exogenous, confounder,
+        Gumbel) given the query's evidence, with importance weights; ``{"noise", "weights",
+        "method"}``. Replaying the noise in a world ``do(x)`` (``dcm(noise=..., do=x)``) gives
+        samples of any variable there, images included. No identifiability check."""
+        q = parse_query(query) if isinstance(query, str) else query
+        if not q.is_counterfactual:
+            raise ValueError(f"{q} is not a counterfactual query")
+        worlds_e = {c.do for c in q.cf_given}
+        evidence = [(c.var, c.do_dict, c.value) for c in q.cf_given]
+        if any(v is None for _, _, v in evidence):
+            raise ValueError("counterfactual evidence needs values, e.g. P(Y_{X=1} | X=0, Y=1)")
+        if method == "auto":
+            method = "importance" if len(worlds_e) <= 1 and self._has_logits([v for v, _, _ in evidence]) else "rejection"
+        if method == "importance":
+            if len(worlds_e) > 1:
+                raise ValueError("importance sampling needs all evidence in one world; use method='rejection'")
+            do_e = dict(next(iter(worlds_e))) if worlds_e else {}
+            res = self._evidence_pass(do_e, {v: val for v, _, val in evidence}, n, keep=None)
+        elif method == "rejection":
+            res = self._rejection(evidence, n, max_draws)
+        else:
+            raise ValueError(f"unknown method {method!r}")
+        return {"noise": res["noise"], "weights": res["weights"], "method": method}
+
     # ---------------------------------------------------------------- internals
     def _has_logits(self, vars) -> bool:
         for v in vars:
@@ -196,8 +208,15 @@ class Sampler:
     @torch.no_grad()
     def _evidence_pass(self, do: Mapping, evidence: Mapping[str, int], n: int, keep=None) -> dict:
         """Forward pass in world ``do`` with categorical evidence imposed by the Gumbel-max
-        posterior; returns values, the noise used, and importance weights."""
+        posterior; returns values, the noise used, and importance weights.
+
+        Only the variables needed are computed: the ancestors of ``keep`` and of the evidence, and
+        with ``keep=None`` (abduction) every categorical variable too (their Gumbel noise is
+        replayed in the counterfactual worlds); e.g. image leaves nobody asked for are skipped."""
         dcm = self.dcm
+        want = list(evidence) + (list(keep) if keep is not None else
+                                 [v for v in dcm.order if isinstance(dcm.variables[v], Categorical)])
+        compute = set(dcm.needed(want, do))
         dcm.eval()
         for v in evidence:
             if v in do:
@@ -212,6 +231,8 @@ class Sampler:
         logw = torch.zeros(n, device=dev)
         values: dict[str, Tensor] = {}
         for v in dcm.order:
+            if v not in compute:
+                continue
             if v in do_t:
                 values[v] = do_t[v]
                 if v in evidence:  # evidence on an intervened variable: consistent or impossible

@@ -36,7 +36,7 @@ from torch import Tensor, nn
 from .gumbel import GumbelSoftmax
 from .registry import GeneratorOutput, register_module
 
-__all__ = ["ConvAutoencoder", "ConvClassifierGenerator", "ConvCritic", "ConvDecoder", "ConvEncoder",
+__all__ = ["ConvAutoencoder", "ConvClassifierGenerator", "ConvCritic", "ConvDecoder", "ConvEncoder", "RepresentationCritic",
            "ConvGenerator", "image_shape_from_dim"]
 
 SIZES = (28, 32)
@@ -608,3 +608,94 @@ class _FrozenEncoder(nn.Module):
 
     def forward(self, x: Tensor) -> Tensor:
         return self.encoder(x.reshape(x.shape[0], *self.shape))
+
+
+# ============================================================================= representation critic
+@register_module("critic_rep")
+class RepresentationCritic(nn.Module):
+    """WGAN-GP critic over low-dimensional variables and the *representations* ``RI = E(I)`` of
+    images (WhatIfGAN Section 5.1 / Appendix F.2: match ``P(D, A, RI)`` instead of ``P(D, A, I)``,
+    because losses of low- and high-dimensional variables in one critic are hard to balance).
+
+    ``encoders[key]`` maps images ``(B, C, H, W)`` (or flat ``(B, C*H*W)``) to codes ``(B, d)``;
+    it is frozen here (no gradient to its weights, eval mode) while gradients still reach the
+    images, so the generators upstream of an image are trained through it. The codes and the
+    low-dimensional values are concatenated in ``keys`` order and fed to an MLP critic.
+
+    Input: a flat tensor ``(B, D)`` with the variables in ``keys`` order (images flattened), as
+    :class:`trainers.WGANGPTrainer` builds it with ``flatten=True``, packed by ``pac`` or not; or a
+    dict ``{key: tensor}``. Output ``(B', 1)``.
+    """
+
+    def __init__(self, encoders: Mapping[str, nn.Module], images: Mapping[str, Sequence[int]], *,
+                 cond_dims: Mapping[str, int] | None = None, keys: Sequence[str] | None = None, pac: int = 1,
+                 hidden: Sequence[int] = (256, 256), negative_slope: float = 0.2):
+        super().__init__()
+        self.image_shapes = {str(k): _check_shape(s, f"critic image {k!r}") for k, s in images.items()}
+        if not self.image_shapes:
+            raise ValueError("RepresentationCritic needs at least one image")
+        missing = [k for k in self.image_shapes if k not in encoders]
+        if missing:
+            raise ValueError(f"no representation encoder for image(s) {missing}")
+        self.cond_dims = {str(k): int(v) for k, v in (cond_dims or {}).items()}
+        self.keys = list(keys) if keys is not None else list(self.image_shapes) + list(self.cond_dims)
+        if sorted(self.keys) != sorted(list(self.image_shapes) + list(self.cond_dims)):
+            raise ValueError(f"keys {self.keys} must list exactly the images {list(self.image_shapes)} and "
+                             f"conds {list(self.cond_dims)}")
+        if pac < 1:
+            raise ValueError(f"pac must be >= 1, got {pac}")
+        self.pac = int(pac)
+        self.encoders = nn.ModuleDict({k: encoders[k] for k in self.image_shapes})
+        for enc in self.encoders.values():
+            for p in enc.parameters():
+                p.requires_grad_(False)
+            enc.eval()
+        self.code_dims = {}
+        for k, shape in self.image_shapes.items():
+            with torch.no_grad():
+                self.code_dims[k] = int(self.encoders[k](torch.zeros(2, *shape)).shape[1])
+        self.sizes = {k: (s[0] * s[1] * s[2] if k in self.image_shapes else self.cond_dims[k])
+                      for k, s in [(k, self.image_shapes.get(k)) for k in self.keys]}
+        self.in_dim = sum(self.sizes.values())
+        self.feature_dim = sum(self.code_dims[k] if k in self.image_shapes else self.cond_dims[k] for k in self.keys)
+        widths = [self.pac * self.feature_dim] + [int(h) for h in hidden]
+        layers: list[nn.Module] = []
+        for a, b in zip(widths[:-1], widths[1:]):
+            layers += [nn.Linear(a, b), nn.LeakyReLU(negative_slope)]
+        self.mlp = nn.Sequential(*layers, nn.Linear(widths[-1], 1))
+
+    def train(self, mode: bool = True) -> "RepresentationCritic":
+        super().train(mode)
+        for enc in self.encoders.values():  # the representation never changes
+            enc.eval()
+        return self
+
+    def features(self, x) -> Tensor:
+        """``(B, feature_dim)``: per sample, the codes of the images and the low-dimensional
+        values, in ``keys`` order (unpacked)."""
+        if isinstance(x, Mapping):
+            b = next(iter(x.values())).shape[0]
+            parts = {k: x[k].reshape(-1, self.sizes[k]) for k in self.keys}
+        else:
+            flat = x.reshape(x.shape[0], -1)
+            if flat.shape[1] not in (self.in_dim, self.pac * self.in_dim):
+                raise ValueError(f"critic expects {self.in_dim} (or {self.pac * self.in_dim} packed) features per "
+                                 f"row, got {flat.shape[1]}")
+            flat = flat.reshape(-1, self.in_dim)
+            parts, a = {}, 0
+            for k in self.keys:
+                parts[k] = flat[:, a:a + self.sizes[k]]
+                a += self.sizes[k]
+        out = []
+        for k in self.keys:
+            t = parts[k]
+            if k in self.image_shapes:
+                t = self.encoders[k](t.reshape(t.shape[0], *self.image_shapes[k]))
+            out.append(t)
+        return torch.cat(out, dim=1)
+
+    def forward(self, x) -> Tensor:
+        f = self.features(x)
+        if f.shape[0] % self.pac:
+            raise ValueError(f"batch size {f.shape[0]} is not divisible by pac={self.pac}")
+        return self.mlp(f.reshape(f.shape[0] // self.pac, self.pac * self.feature_dim))
