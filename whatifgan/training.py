@@ -14,6 +14,29 @@ contains) is the same code with a one-step plan (:func:`joint_plan`).
 Checkpoints (``run_dir``): ``hnode{i}.pt`` after every completed h-node (an h-node whose file
 exists is not retrained when resuming), ``hnode{i}.partial.pt`` every ``checkpoint_every`` steps
 inside an h-node (resume continues from there), and ``model.pt`` + ``manifest.json`` at the end.
+
+Data-parallel training of one h-node across processes (``TrainConfig.nproc``, or processes started
+by ``torchrun``, or ``train(..., dist=ctx)`` from :func:`trainers.distributed.launch`) goes through
+``torch.distributed`` (:mod:`trainers.distributed`): every process trains the same h-node on its
+own shard of every dataset; the h-node's mechanisms and the critics are wrapped in
+``DistributedDataParallel``, so the critic gradients (gradient penalty included) and the
+generator gradients are averaged, and all replicas keep identical parameters.
+
+* ``batch_size`` is the *global* batch: each of the N processes draws ``batch_size // N`` rows
+  per batch, so the averaged gradient is that of a ``batch_size`` batch and N is a pure speed
+  setting (the hyper-parameters need no change).
+* BatchNorm in the generators uses per-process batch statistics (each process normalises its own
+  ``batch_size // N`` rows, as plain DDP does; ``SyncBatchNorm`` does not run on CPU/gloo).  Each
+  process updates its own running statistics during the h-node (they only matter in eval mode:
+  the early-stopping check averages over processes); when the h-node ends rank 0's are broadcast,
+  so the trained model is the same in every process.
+* The noise of process ``r`` at step ``t`` of h-node ``i`` is seeded from ``(seed, i, t, r)``, so a
+  run is reproducible and a resumed run continues exactly.  EMA, learning-rate decay and the
+  temperature schedule depend on the step only; the early-stopping check averages the
+  data-fit TVD over the processes and the time budget stops every process when one runs out, so
+  every decision is the same on all ranks.
+* Only rank 0 logs (TensorBoard, progress bar), runs the evaluator and writes checkpoints and the
+  final model.  Resuming needs the run directory on a file system all processes see.
 """
 
 from __future__ import annotations
@@ -38,6 +61,7 @@ from trainers.core import (
     save_checkpoint,
     seed_everything,
 )
+from trainers.distributed import DistributedContext, init_from_env, launch
 from trainers.wgan import WGANGPConfig, WGANGPTrainer
 
 from .data.tabular import DataError, Dataset
@@ -74,6 +98,8 @@ class TrainConfig:
     device: str = "auto"
     progress: bool = True
     parallel_hnodes: int = 1         #: train up to N h-nodes of one stage in parallel processes
+    nproc: int = 1                   #: data-parallel processes per h-node (torch.distributed;
+                                     #: ``batch_size`` is the global batch, split evenly)
     early_stop_tvd: float | None = None  #: stop an h-node once the TVD between the model's and
                                      #: the data's compared joint (discrete variables; checked every
                                      #: ``eval_every`` or 50 steps) is below this plus the sampling
@@ -166,11 +192,19 @@ def train(dcm: DCM, datasets: Sequence[Dataset], config: TrainConfig | Mapping |
           plan: TrainingPlan | None = None, run_dir: str | Path | None = None, resume: bool = False,
           evaluator: Callable[[DCM], Mapping[str, float]] | None = None,
           logger: TensorBoardLogger | None = None, on_step_done: Callable[[PlanStep], None] | None = None,
-          save: bool = True) -> TrainResult:
+          save: bool = True, dist: DistributedContext | None = None) -> TrainResult:
     """Train ``dcm`` on ``datasets`` following the modular plan (or the joint one).
 
     ``evaluator(dcm) -> {metric: value}`` is called every ``eval_every`` steps and after every
     h-node; its values are logged to TensorBoard and kept in ``TrainResult.history``.
+
+    Data parallelism (see the module docstring): ``dist`` is this process's
+    :class:`trainers.distributed.DistributedContext` when the caller started the processes
+    (:func:`trainers.distributed.launch`); without it, a ``torchrun`` environment
+    (``WORLD_SIZE > 1``) is joined, and otherwise ``config.nproc > 1`` spawns that many local
+    processes and loads rank 0's trained weights into ``dcm`` (``evaluator`` must then be
+    picklable).  In every process the same ``train`` call is made; only rank 0's result has the
+    evaluator history.
     """
     cfg = config if isinstance(config, TrainConfig) else TrainConfig.from_dict(config)
     datasets = list(datasets)
@@ -179,23 +213,28 @@ def train(dcm: DCM, datasets: Sequence[Dataset], config: TrainConfig | Mapping |
         raise DataError(f"dataset names must be unique, got {names}")
     for d in datasets:
         d.validate(dcm.graph, dcm.variables)
+    ctx = _join_process_group(cfg, dist)
+    if ctx is None and cfg.nproc > 1:
+        return _train_spawned(dcm, datasets, cfg, plan=plan, run_dir=run_dir, resume=resume,
+                              evaluator=evaluator, logger=logger, on_step_done=on_step_done, save=save)
+    main = ctx is None or ctx.is_main
     from trainers.core import resolve_device
 
-    device = resolve_device(cfg.device)
+    device = ctx.device if ctx is not None else resolve_device(cfg.device)
     dcm.to(device)
     plan = plan or plan_for(dcm, datasets, cfg.mode)
     by_name = {d.name: d for d in datasets}
     run = Path(run_dir) if run_dir is not None else None
-    if run is not None:
+    if run is not None and main:
         run.mkdir(parents=True, exist_ok=True)
-    if logger is None:
-        logger = TensorBoardLogger(run / "tb" / "summary" if run is not None else None, enabled=run is not None)
+    if logger is None or not main:
+        logger = TensorBoardLogger(run / "tb" / "summary" if run is not None and main else None,
+                                   enabled=run is not None and main)
     result = TrainResult(plan=plan, seconds=0.0)
     t_start = time.perf_counter()
-    anneal = cfg.anneal_steps or max(1, (2 * cfg.steps) // 3)
-    schedule = TemperatureSchedule.reaching(anneal, t0=cfg.t0, t_min=cfg.t_min)
+    schedule = _schedule(cfg)
 
-    reps = representations(dcm, datasets, plan, cfg, run_dir=run, resume=resume, device=device)
+    reps = representations(dcm, datasets, plan, cfg, run_dir=run if main else None, resume=resume, device=device)
     parallel_done: set[int] = set()
     for step in plan.steps:
         trainable = [v for v in step.hnode if v not in dcm.plugins and v not in step.pretrained]
@@ -214,68 +253,13 @@ def train(dcm: DCM, datasets: Sequence[Dataset], config: TrainConfig | Mapping |
                                  f"use a fresh run directory")
             for v in trainable:
                 dcm.mechanisms[v].load_state_dict(ck["mechanisms"][v])
-                schedule.apply(dcm.mechanisms[v], cfg.steps)
-            dcm.freeze(trainable)
+            _finish_hnode(dcm, trainable, schedule, cfg)
             info["skipped"] = "parallel worker" if step.index in parallel_done else "checkpoint"
             result.steps.append(info)
             continue
-        seed_everything(cfg.seed * 1000 + step.index)
         t0 = time.perf_counter()
-        dcm.freeze(dcm.graph.nodes)
-        dcm.unfreeze(trainable)
+        trainer, ema = _hnode_trainer(dcm, step, by_name, cfg, device, ctx, run, schedule, reps)
         uses = step.uses
-        critics, loaders, keys = [], [], []
-        for j, u in enumerate(uses):
-            ds = by_name[u.dataset]
-            k = list(u.compared) + list(u.conditioning)
-            keys.append(k)
-            tensors = _encode(dcm, ds, k, device)
-            critics.append(_critic(dcm, k, cfg, compared=u.compared, representations=reps).to(device))
-            loaders.append(TensorDictLoader(tensors, min(cfg.batch_size, len(ds)), seed=cfg.seed * 7919 + 31 * step.index + j))
-
-        def sampler(real: Mapping[str, torch.Tensor], i: int, uses=uses) -> dict[str, torch.Tensor]:
-            u = uses[i]
-            n = next(iter(real.values())).shape[0]
-            do = {x: real[x] for x in u.conditioning}
-            out = dcm(n, do=do, only=u.compared, hard=cfg.straight_through)
-            fake = {x: out[x] for x in u.compared}
-            fake.update(do)
-            return fake
-
-        def temp_cb(t: int, trainable=trainable) -> float:
-            # only the mechanisms being trained anneal; frozen ones keep their final temperature
-            for v in trainable:
-                schedule.apply(dcm.mechanisms[v], t)
-            return schedule(t)
-
-        mods = torch.nn.ModuleDict({v: dcm.mechanisms[v] for v in trainable})
-        ema = _EMA(mods, cfg.ema_decay) if cfg.ema_decay else None
-        prefix = f"hnode{step.index}"
-        wcfg = WGANGPConfig(lr=cfg.lr, critic_lr=cfg.critic_lr, n_critic=cfg.n_critic, gp_lambda=cfg.gp_lambda,
-                            pac=cfg.pac, max_steps=cfg.steps, time_budget=cfg.time_budget,
-                            checkpoint_every=cfg.checkpoint_every if run is not None else None,
-                            checkpoint_path=(run / f"{prefix}.partial.pt") if run is not None else None,
-                            progress=None if cfg.progress else False)
-        step_logger = TensorBoardLogger(run / "tb" / prefix if run is not None else None, enabled=run is not None)
-        trainer = WGANGPTrainer(dcm.parameters_of(trainable), critics, loaders, sampler, keys, config=wcfg,
-                                dataset_names=[u.dataset for u in uses], device=device, logger=step_logger,
-                                checkpoint_modules={f"mech/{v}": dcm.mechanisms[v] for v in trainable}
-                                | ({"ema": ema.avg} if ema is not None else {}),
-                                temperature_callback=temp_cb)
-        if ema is not None:
-            trainer.add_hook(lambda tr, ema=ema: ema.update(), every=1, name="ema")
-        if cfg.lr_decay > 0:
-            def decay(tr, cfg=cfg):
-                start = (1.0 - cfg.lr_decay) * cfg.steps
-                frac = min(1.0, max(0.0, (tr.step - start) / max(1.0, cfg.steps - start)))
-                scale = 1.0 - 0.9 * frac
-                for g_ in tr.g_opt.param_groups:
-                    g_["lr"] = cfg.lr * scale
-                for opt in tr.c_opts:
-                    for g_ in opt.param_groups:
-                        g_["lr"] = (cfg.critic_lr or cfg.lr) * scale
-
-            trainer.add_hook(decay, every=1, name="lr_decay")
         if cfg.early_stop_tvd is not None and all(
                 isinstance(dcm.variables[k], Categorical) for u in uses for k in list(u.compared) + list(u.conditioning)):
             fit = _DataFit(dcm, uses, [by_name[u.dataset] for u in uses], cfg.fit_samples, cfg.seed + step.index)
@@ -284,13 +268,15 @@ def train(dcm: DCM, datasets: Sequence[Dataset], config: TrainConfig | Mapping |
             def fit_hook(tr, fit=fit, hits=hits, ema=ema):
                 with _averaged(ema):
                     gap, floor = fit()
+                if ctx is not None:  # every rank takes the same decision
+                    gap = ctx.mean(gap)
                 hits["n"] = hits["n"] + 1 if gap <= cfg.early_stop_tvd + floor else 0
                 if hits["n"] >= 2:
                     tr.request_stop()
                 return {"fit/tvd_to_data": gap, "fit/noise_floor": floor}
 
             trainer.add_hook(fit_hook, every=cfg.eval_every or 50, name="data_fit")
-        if evaluator is not None and cfg.eval_every:
+        if evaluator is not None and cfg.eval_every and main:
             def hook(tr, step=step, ema=ema):
                 with _averaged(ema):
                     m = dict(evaluator(dcm))
@@ -299,25 +285,35 @@ def train(dcm: DCM, datasets: Sequence[Dataset], config: TrainConfig | Mapping |
                 return m
 
             trainer.add_hook(hook, every=cfg.eval_every, name="eval")
-        partial = run / f"{prefix}.partial.pt" if run is not None else None
+        partial = run / f"hnode{step.index}.partial.pt" if run is not None else None
         if resume and partial is not None and partial.exists():
             trainer.load_checkpoint(partial)
+        if ctx is not None and ctx.world_size > 1 and cfg.time_budget is not None:
+            t_begin = time.perf_counter()
+
+            def budget(tr, t_begin=t_begin):  # stop every process when one runs out of time
+                if ctx.mean(float(time.perf_counter() - t_begin >= cfg.time_budget)) > 0:
+                    tr.request_stop()
+
+            trainer.add_hook(budget, every=1, name="time_budget")
         trainer.train()
         if ema is not None:  # the averaged weights are the trained model
             ema.copy_to()
-        step_logger.flush()
-        for v in trainable:  # a trained mechanism keeps the final temperature of its schedule
-            schedule.apply(dcm.mechanisms[v], cfg.steps)
-        dcm.freeze(trainable)
+        trainer.logger.flush()
+        if ctx is not None and ctx.world_size > 1:
+            _broadcast_buffers([dcm.mechanisms[v] for v in trainable])
+        _finish_hnode(dcm, trainable, schedule, cfg)
         info["seconds"] = time.perf_counter() - t0
         info["steps"] = trainer.step
         result.steps.append(info)
-        if done_file is not None:
+        if done_file is not None and main:
             save_checkpoint(done_file, {"hnode": step.hnode,
                                         "mechanisms": {v: dcm.mechanisms[v].state_dict() for v in trainable}})
             if partial is not None and partial.exists():
                 partial.unlink()
-        if evaluator is not None:
+        if ctx is not None:
+            ctx.barrier()
+        if evaluator is not None and main:
             m = dict(evaluator(dcm))
             result.history.append({"time": time.perf_counter() - t_start, "step": trainer.step,
                                    "hnode": step.index, **m})
@@ -327,9 +323,212 @@ def train(dcm: DCM, datasets: Sequence[Dataset], config: TrainConfig | Mapping |
     dcm.eval()
     result.seconds = time.perf_counter() - t_start
     logger.flush()
-    if run is not None and save:
+    if run is not None and save and main:
         save_model(dcm, run, plan=plan, datasets=datasets, config=cfg)
+    if ctx is not None:
+        ctx.barrier()
     return result
+
+
+def _schedule(cfg: TrainConfig) -> TemperatureSchedule:
+    anneal = cfg.anneal_steps or max(1, (2 * cfg.steps) // 3)
+    return TemperatureSchedule.reaching(anneal, t0=cfg.t0, t_min=cfg.t_min)
+
+
+def _finish_hnode(dcm: DCM, trainable, schedule: TemperatureSchedule, cfg: TrainConfig) -> None:
+    """A trained mechanism keeps the final temperature of its schedule and is frozen."""
+    for v in trainable:
+        schedule.apply(dcm.mechanisms[v], cfg.steps)
+    dcm.freeze(trainable)
+
+
+def _no_buffer_sync() -> dict:
+    """DDP option: BatchNorm running statistics are not broadcast at every forward (the end of an
+    h-node does it); ``forward_sync_buffers`` replaces ``broadcast_buffers`` in recent torch."""
+    import inspect
+
+    params = inspect.signature(torch.nn.parallel.DistributedDataParallel.__init__).parameters
+    return {"forward_sync_buffers": False} if "forward_sync_buffers" in params else {"broadcast_buffers": False}
+
+
+_NO_BUFFER_SYNC = _no_buffer_sync()
+
+
+class _SamplerModule(torch.nn.Module):
+    """The sampler closure as a module holding the mechanisms it trains, so that
+    ``DistributedDataParallel`` averages their gradients (the closure itself runs the whole DCM;
+    frozen ancestors are outside this module and get no gradient)."""
+
+    def __init__(self, mechanisms: torch.nn.ModuleDict, fn: Callable):
+        super().__init__()
+        self.mechanisms = mechanisms
+        self.fn = fn
+
+    def forward(self, real, i):
+        return self.fn(real, i)
+
+
+def _hnode_trainer(dcm: DCM, step: PlanStep, by_name: Mapping[str, Dataset], cfg: TrainConfig, device,
+                   ctx: DistributedContext | None, run: Path | None, schedule: TemperatureSchedule,
+                   reps: Mapping[str, torch.nn.Module] | None = None):
+    """The :class:`trainers.WGANGPTrainer` of one h-node (critics, loaders of this process's
+    shard, sampler, EMA, learning-rate decay), the DCM's other mechanisms frozen.  With a
+    multi-process ``ctx`` the critics and the sampler (holding the h-node's mechanisms) are
+    wrapped in ``DistributedDataParallel``.  Returns ``(trainer, ema)``."""
+    world = ctx.world_size if ctx is not None else 1
+    main = ctx is None or ctx.is_main
+    trainable = [v for v in step.hnode if v not in dcm.plugins and v not in step.pretrained]
+    seed_everything(cfg.seed * 1000 + step.index)  # the same critics on every rank
+    dcm.freeze(dcm.graph.nodes)
+    dcm.unfreeze(trainable)
+    uses = step.uses
+    critics, loaders, keys = [], [], []
+    for j, u in enumerate(uses):
+        ds = by_name[u.dataset]
+        k = list(u.compared) + list(u.conditioning)
+        keys.append(k)
+        tensors = _encode(dcm, ds, k, device)
+        critics.append(_critic(dcm, k, cfg, compared=u.compared, representations=reps).to(device))
+        batch = min(cfg.batch_size, len(ds)) // world
+        if batch < 1 or batch % cfg.pac:
+            raise ValueError(f"dataset {u.dataset!r}: batch of {min(cfg.batch_size, len(ds))} rows split over "
+                             f"{world} processes gives {batch} rows per process, which must be a positive "
+                             f"multiple of pac={cfg.pac}; change batch_size or nproc")
+        loaders.append(TensorDictLoader(tensors, batch, seed=cfg.seed * 7919 + 31 * step.index + j,
+                                        rank=ctx.rank if ctx is not None else 0, world_size=world))
+
+    def sampler(real: Mapping[str, torch.Tensor], i: int, uses=uses) -> dict[str, torch.Tensor]:
+        u = uses[i]
+        n = next(iter(real.values())).shape[0]
+        do = {x: real[x] for x in u.conditioning}
+        out = dcm(n, do=do, only=u.compared, hard=cfg.straight_through)
+        fake = {x: out[x] for x in u.compared}
+        fake.update(do)
+        return fake
+
+    def temp_cb(t: int, trainable=trainable) -> float:
+        if world > 1:  # this process's noise at step t: a function of (seed, h-node, t, rank)
+            torch.manual_seed(int(np.random.SeedSequence([cfg.seed, step.index, t, ctx.rank]).generate_state(1)[0]))
+        # only the mechanisms being trained anneal; frozen ones keep their final temperature
+        for v in trainable:
+            schedule.apply(dcm.mechanisms[v], t)
+        return schedule(t)
+
+    mods = torch.nn.ModuleDict({v: dcm.mechanisms[v] for v in trainable})
+    ema = _EMA(mods, cfg.ema_decay) if cfg.ema_decay else None
+    if ctx is not None and world > 1:
+        critics = [ctx.wrap(c) for c in critics]
+        # only mechanisms the losses reach (DDP expects a gradient for every parameter it holds)
+        reached = {x for u in uses for x in dcm.needed(u.compared, u.conditioning)}
+        sampler = ctx.wrap(_SamplerModule(torch.nn.ModuleDict(
+            {v: dcm.mechanisms[v] for v in trainable if v in reached}), sampler), **_NO_BUFFER_SYNC)
+    prefix = f"hnode{step.index}"
+    save = run is not None and main
+    wcfg = WGANGPConfig(lr=cfg.lr, critic_lr=cfg.critic_lr, n_critic=cfg.n_critic, gp_lambda=cfg.gp_lambda,
+                        pac=cfg.pac, max_steps=cfg.steps, time_budget=cfg.time_budget if world == 1 else None,
+                        checkpoint_every=cfg.checkpoint_every if save else None,
+                        checkpoint_path=(run / f"{prefix}.partial.pt") if save else None,
+                        progress=None if cfg.progress and main else False)
+    step_logger = TensorBoardLogger(run / "tb" / prefix if save else None, enabled=save)
+    trainer = WGANGPTrainer(dcm.parameters_of(trainable), critics, loaders, sampler, keys, config=wcfg,
+                            dataset_names=[u.dataset for u in uses], device=device, logger=step_logger,
+                            checkpoint_modules={f"mech/{v}": dcm.mechanisms[v] for v in trainable}
+                            | ({"ema": ema.avg} if ema is not None else {}),
+                            temperature_callback=temp_cb)
+    if ema is not None:
+        trainer.add_hook(lambda tr, ema=ema: ema.update(), every=1, name="ema")
+    if cfg.lr_decay > 0:
+        def decay(tr, cfg=cfg):
+            start = (1.0 - cfg.lr_decay) * cfg.steps
+            frac = min(1.0, max(0.0, (tr.step - start) / max(1.0, cfg.steps - start)))
+            scale = 1.0 - 0.9 * frac
+            for g_ in tr.g_opt.param_groups:
+                g_["lr"] = cfg.lr * scale
+            for opt in tr.c_opts:
+                for g_ in opt.param_groups:
+                    g_["lr"] = (cfg.critic_lr or cfg.lr) * scale
+
+        trainer.add_hook(decay, every=1, name="lr_decay")
+    return trainer, ema
+
+
+@torch.no_grad()
+def _broadcast_buffers(modules) -> None:
+    """Rank 0's buffers (BatchNorm running statistics) in every process."""
+    import torch.distributed as tdist
+
+    for m in modules:
+        for b in m.buffers():
+            tdist.broadcast(b, 0)
+
+
+def _join_process_group(cfg: TrainConfig, dist: DistributedContext | None) -> DistributedContext | None:
+    """This process's context: ``dist``, or the ``torchrun`` environment's; None for one process."""
+    import os
+
+    if dist is None and int(os.environ.get("WORLD_SIZE", "1")) > 1:
+        dist = init_from_env(device=cfg.device)
+    if dist is None:
+        return None
+    if cfg.nproc not in (1, dist.world_size):
+        raise ValueError(f"training option nproc={cfg.nproc} but {dist.world_size} processes were started; "
+                         f"set nproc to {dist.world_size} (or 1) or start {cfg.nproc} processes")
+    if dist.world_size > 1 and cfg.parallel_hnodes > 1:
+        raise ValueError("data-parallel training (nproc > 1) and parallel_hnodes > 1 cannot be combined; "
+                         "use one of them")
+    return dist if dist.world_size > 1 else None
+
+
+def _train_spawned(dcm, datasets, cfg, *, plan, run_dir, resume, evaluator, logger, on_step_done, save):
+    """``cfg.nproc`` local processes (:func:`trainers.distributed.launch`) train ``dcm``; rank 0's
+    weights are loaded into ``dcm`` and its result returned."""
+    import pickle
+
+    if cfg.parallel_hnodes > 1:
+        raise ValueError("data-parallel training (nproc > 1) and parallel_hnodes > 1 cannot be combined; "
+                         "use one of them")
+    if logger is not None or on_step_done is not None:
+        raise ValueError("train(nproc > 1) spawns processes and cannot call back a logger or on_step_done; "
+                         "start the processes yourself (trainers.distributed.launch or torchrun) and pass dist=")
+    if evaluator is not None:
+        try:
+            pickle.dumps(evaluator)
+        except Exception as e:
+            raise ValueError(f"train(nproc > 1) spawns processes: the evaluator must be picklable (a "
+                             f"module-level function), got {evaluator!r} ({e})") from None
+    from trainers.core import resolve_device
+
+    device = resolve_device(cfg.device)
+    dcm.cpu()
+    out = launch(_spawned_worker, cfg.nproc, dcm, datasets, cfg, plan, None if run_dir is None else str(run_dir),
+                 resume, evaluator, save, backend=spawn_backend(cfg.device, cfg.nproc), device=cfg.device)[0]
+    dcm.load_state_dict(out["state"])
+    dcm.to(device)
+    result = out["result"]
+    schedule = _schedule(cfg)
+    for s in result.steps:  # trained (or loaded) mechanisms: final temperature, frozen
+        if s.get("skipped") in (None, "checkpoint"):
+            pre = result.plan.steps[s["index"]].pretrained
+            _finish_hnode(dcm, [v for v in s["hnode"] if v not in dcm.plugins and v not in pre], schedule, cfg)
+    dcm.eval()
+    return result
+
+
+def spawn_backend(device: str, nproc: int) -> str:
+    """Backend for ``nproc`` spawned local processes: NCCL when every process has its own GPU,
+    gloo otherwise (CPU, or processes sharing GPUs)."""
+    from trainers.core import resolve_device
+
+    dev = resolve_device(device)
+    return "nccl" if dev.type == "cuda" and torch.cuda.device_count() >= nproc else "gloo"
+
+
+def _spawned_worker(ctx: DistributedContext, dcm, datasets, cfg, plan, run, resume, evaluator, save):
+    res = train(dcm, datasets, cfg, plan=plan, run_dir=run, resume=resume, evaluator=evaluator, save=save,
+                dist=ctx)
+    if not ctx.is_main:
+        return None
+    return {"state": {k: v.detach().cpu() for k, v in dcm.state_dict().items()}, "result": res}
 
 
 def _critic(dcm: DCM, keys, cfg: TrainConfig, compared=None, representations=None):

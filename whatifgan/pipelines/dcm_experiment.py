@@ -42,7 +42,7 @@ from ..data.tabular import DataError, Dataset
 from ..dcm import DCM
 from ..metrics import tvd
 from ..sampling import Sampler
-from ..training import TrainConfig, train
+from ..training import TrainConfig, spawn_backend, train
 from ..variables import Categorical, VariableSet
 
 __all__ = ["load_config", "build_source", "build_datasets", "build_model", "truth", "evaluate", "run",
@@ -313,9 +313,21 @@ def _available(datasets) -> list[tuple]:
 
 def run(config, run_dir: str | Path | None = None, *, mode: str | None = None, resume: bool = False,
         device: str | None = None, steps: int | None = None, progress: bool = True, quiet: bool = False,
-        parallel_hnodes: int | None = None) -> dict:
-    """Run one experiment end to end; returns the report (also written to ``run_dir``)."""
+        parallel_hnodes: int | None = None, nproc: int | None = None, dist=None) -> dict:
+    """Run one experiment end to end; returns the report (also written to ``run_dir``).
+
+    Data-parallel training (``nproc`` or ``train.nproc`` > 1): the whole run is repeated in
+    ``nproc`` spawned local processes (each builds the same data and model from the seed) that
+    train every h-node together through ``torch.distributed``; started by ``torchrun``, the
+    processes join its group.  Only rank 0 evaluates, writes and prints; the other ranks return
+    ``{}``.  ``dist``: this process's :class:`trainers.distributed.DistributedContext` when the
+    caller started the processes.
+    """
+    import os
+
     cfg = load_config(config)
+    if nproc:
+        cfg.setdefault("train", {})["nproc"] = int(nproc)
     if mode:
         cfg.setdefault("train", {})["mode"] = mode
     if steps:
@@ -326,13 +338,30 @@ def run(config, run_dir: str | Path | None = None, *, mode: str | None = None, r
         cfg.setdefault("train", {})["parallel_hnodes"] = int(parallel_hnodes)
     seed = int(cfg.get("seed", 0))
     tcfg = TrainConfig.from_dict({"seed": seed, "progress": progress, **(cfg.get("train") or {})})
+    if dist is None and int(os.environ.get("WORLD_SIZE", "1")) > 1:  # started by torchrun
+        from trainers.distributed import init_from_env
+
+        dist = init_from_env(device=tcfg.device)
+    if dist is None and tcfg.nproc > 1:
+        from trainers.distributed import launch
+
+        if tcfg.parallel_hnodes > 1:
+            raise ValueError("data-parallel training (nproc > 1) and parallel_hnodes > 1 cannot be combined; "
+                             "use one of them")
+        report = launch(_run_worker, tcfg.nproc, cfg, None if run_dir is None else str(run_dir),
+                        dict(resume=resume, progress=progress, quiet=True),
+                        backend=spawn_backend(tcfg.device, tcfg.nproc), device=tcfg.device)[0]
+        if not quiet:
+            print(format_report(report))
+        return report
+    main = dist is None or dist.is_main
     ev = dict(cfg.get("eval") or {})
     queries = list(ev.get("queries", []))
     n_eval = int(ev.get("samples", 20000))
     target = float(ev.get("target_tvd", 0.05))
     tcfg.eval_every = int(ev.get("every", tcfg.eval_every))
     run = Path(run_dir) if run_dir is not None else None
-    if run is not None:
+    if run is not None and main:
         run.mkdir(parents=True, exist_ok=True)
         (run / "config.json").write_text(json.dumps(cfg, indent=1))
     g, scm = build_source(cfg)
@@ -363,7 +392,10 @@ def run(config, run_dir: str | Path | None = None, *, mode: str | None = None, r
 
     start = time.perf_counter()
     result = train(dcm, datasets, tcfg, run_dir=run, resume=resume,
-                   evaluator=evaluator if (queries or image_queries) else None)
+                   evaluator=evaluator if (queries or image_queries) else None,
+                   dist=dist)
+    if not main:
+        return {}
     final = evaluate(dcm, scm, queries, sampler, n=n_eval)
     refused = [q for q, v in final.items() if v != v]
     if refused:  # report the value anyway, forced, but mark it
@@ -411,6 +443,10 @@ def run(config, run_dir: str | Path | None = None, *, mode: str | None = None, r
     if not quiet:
         print(format_report(report))
     return report
+
+
+def _run_worker(ctx, cfg, run_dir, kwargs) -> dict:
+    return run(cfg, run_dir, dist=ctx, **kwargs)
 
 
 def _all_trained(h: Mapping, result) -> bool:
