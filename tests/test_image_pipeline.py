@@ -141,6 +141,16 @@ def test_pretrained_image_plugin_stays_frozen_bitwise(tmp_path):
             tmp_path / "bad", progress=False, quiet=True)
     with pytest.raises(ValueError, match="shares its h-node"):
         pretrain(cfg, "A", tmp_path / "plug" / "A.pt", progress=False)
+    # the same from the command line
+    import yaml
+
+    from whatifgan.cli import main
+
+    (tmp_path / "tiny.yaml").write_text(yaml.safe_dump(cfg))
+    assert main(["pretrain", str(tmp_path / "tiny.yaml"), "--variable", "I", "--out", str(tmp_path / "cli" / "I.pt"),
+                 "--steps", "1", "--no-progress"]) == 0
+    meta = json.loads((tmp_path / "cli" / "I.pt.json").read_text())
+    assert meta["arch"] == "conv" and meta["steps"] == 1 and meta["variable"] == "I"
 
 
 def test_image_queries_of_an_oracle_image_mechanism_match_the_twin(tmp_path):

@@ -47,6 +47,16 @@ def _cmd_train(args) -> int:
     return 0
 
 
+def _cmd_pretrain(args) -> int:
+    from .pipelines.dcm_experiment import pretrain
+
+    info = pretrain(args.config, args.variable, args.out, steps=args.steps, device=args.device,
+                    progress=not args.no_progress)
+    print(f"saved the mechanism of {args.variable} ({info['steps']} steps, {info['seconds']:.1f} s) to {info['path']}; "
+          f"use it with model: {{modules: {{{args.variable}: \"pretrained:{info['path']}\"}}}}")
+    return 0
+
+
 def _cmd_demo(args) -> int:
     """The main job on embedded data: modular WhatIfGAN on the discrete front-door benchmark."""
     print("Modular training plan:")
@@ -169,6 +179,15 @@ def build_parser() -> argparse.ArgumentParser:
                         "Or start the command with torchrun --nproc_per_node=N -m whatifgan.cli train ...")
     s.add_argument("--no-progress", action="store_true")
     s.set_defaults(func=_cmd_train)
+
+    s = sub.add_parser("pretrain", help="train one mechanism (its h-node) on its own and save it as a frozen plug-in")
+    s.add_argument("config", help="YAML file or a name in configs/experiments")
+    s.add_argument("--variable", required=True, help="the variable whose mechanism is trained, e.g. I")
+    s.add_argument("--out", required=True, help="weights file (an architecture JSON is written next to it)")
+    s.add_argument("--steps", type=int, help="generator steps (default: the config's)")
+    s.add_argument("--device", help="auto, cpu, cuda, ...")
+    s.add_argument("--no-progress", action="store_true")
+    s.set_defaults(func=_cmd_pretrain)
 
     s = sub.add_parser("sample", help="sample from a trained model")
     s.add_argument("run")

@@ -19,6 +19,9 @@
 * :class:`ConvAutoencoder` (``"conv_autoencoder"``): a small convolutional autoencoder with a
   ~10-d code, the representation encoder ``RI = E(I)`` with which WhatIfGAN compares joints that
   mix images and labels, ``P(D, A, RI)`` instead of ``P(D, A, I)`` (Section 5.1, Appendix F.2).
+* :class:`RepresentationCritic` (``"critic_rep"``): WGAN-GP MLP critic over low-dimensional
+  variables and the frozen codes ``RI = E(I)`` of the compared images (gradients reach the images,
+  never the encoder); used by :mod:`whatifgan.representation` (``TrainConfig.image_representation``).
 
 All follow the mechanism protocol of :mod:`whatifgan.nn.registry` where they are mechanisms, and
 are device-agnostic (no device is ever chosen here).
