@@ -94,12 +94,19 @@ def main(argv=None) -> int:
             from whatifgan.compare import load_compare_config, run_compare
 
             cfg = load_compare_config(CONFIGS[b])
+            conf = f"configs/experiments/{CONFIGS[b]}.yaml"
+            done = len(records)
+
+            def partial(res, done=done, conf=conf):  # keep every finished method
+                del records[done:]
+                records.extend(compare_records(res, commit, conf))
+                ran.add(res.name)
+                flush()
+
             res = run_compare(cfg, device=args.device, progress=False,
                               figure=RESULTS / f"compare_{cfg['name']}.png",
-                              json_out=RESULTS / f"compare_{cfg['name']}.details.json")
+                              json_out=RESULTS / f"compare_{cfg['name']}.details.json", on_method=partial)
             print(res.table(), flush=True)
-            records.extend(compare_records(res, commit, f"configs/experiments/{CONFIGS[b]}.yaml"))
-            ran.add(res.name)
         else:
             from whatifgan.idgen import standins
 

@@ -459,12 +459,14 @@ def _safe_label(label: str) -> str:
 
 def run_compare(config: Any, *, methods: Sequence[str] | None = None, device: str | None = None,
                 progress: bool = False, cache_dir=None, figure: str | os.PathLike | None = None,
-                json_out: str | os.PathLike | None = None) -> CompareResult:
+                json_out: str | os.PathLike | None = None, on_method=None) -> CompareResult:
     """Run every method of a compare config (or only ``methods``) and score it.
 
     ``config``: a dict, YAML file or name in ``configs/experiments`` (see
     ``compare_napkin_mnist_fast.yaml``).  ``figure``: write the side-by-side sample PNG there;
-    ``json_out``: the result as JSON.  Returns a :class:`CompareResult` (``.table()``)."""
+    ``json_out``: the result as JSON (rewritten after every method, so a long run keeps what it
+    finished).  ``on_method(result)`` is called after every method with the partial result.
+    Returns a :class:`CompareResult` (``.table()``)."""
     cfg = load_compare_config(config)
     if cache_dir is None and "cache_dir" not in cfg:
         cache_dir = None
@@ -492,6 +494,11 @@ def run_compare(config: Any, *, methods: Sequence[str] | None = None, device: st
         res.runs[m["name"]] = run
         print(f"[compare] {m['name']}: " + ", ".join(f"{k} {_fmt(v)}" for k, v in run.metrics.items()),
               flush=True)
+        if json_out is not None:
+            Path(json_out).parent.mkdir(parents=True, exist_ok=True)
+            Path(json_out).write_text(json.dumps(res.to_dict(), indent=1))
+        if on_method is not None:
+            on_method(res)
     if figure is not None:
         if any(r.samples for r in res.runs.values()):
             save_sample_figure(res, figure)
