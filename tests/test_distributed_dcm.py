@@ -65,7 +65,10 @@ def _grads(params):
     return [p.grad.detach().clone() for p in params]
 
 
-def _worker(ctx, run_dir):
+def _worker(ctx, run_dir, probe):
+    probe.add_(ctx.rank + 1)  # an argument tensor is this process's own copy
+    ctx.barrier()
+    probe = probe.clone()
     # (b) one DDP step of the [D, A] h-node: the gradients every rank ends with
     dcm, tr = _one_step_trainer(ctx)
     frozen = {k: v.clone() for k, v in dcm.mechanisms["I"].state_dict().items()}
@@ -83,14 +86,20 @@ def _worker(ctx, run_dir):
 
     res = train(dcm, [ds], TrainConfig(steps=200, early_stop_tvd=0.02, eval_every=25, **TINY),
                 run_dir=run_dir, dist=ctx, on_step_done=snap)
-    return {"one": one, "state": {k: v.clone() for k, v in dcm.state_dict().items()},
+    return {"probe": probe, "one": one, "state": {k: v.clone() for k, v in dcm.state_dict().items()},
             "snaps": snaps, "steps": [s["steps"] for s in res.steps]}
 
 
 @pytest.fixture(scope="module")
 def ddp(tmp_path_factory):
     run = tmp_path_factory.mktemp("ddp_run")
-    return launch(_worker, 2, str(run), backend="gloo", device="cpu"), run
+    return launch(_worker, 2, str(run), torch.zeros(3), backend="gloo", device="cpu"), run
+
+
+def test_launch_copies_arguments_into_each_process(ddp):
+    """train(nproc=N) hands the DCM to the processes through launch: each must train its own copy
+    (shared-memory tensors would let all processes update the same parameters)."""
+    assert [r["probe"].tolist() for r in ddp[0]] == [[1.0] * 3, [2.0] * 3]
 
 
 def test_ddp_step_averages_critic_and_generator_gradients(ddp):

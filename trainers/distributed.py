@@ -149,12 +149,12 @@ def init_from_env(*, backend: str | None = None, device: str | torch.device | No
 
 
 def _worker(rank: int, fn: Callable, world_size: int, backend: str | None, device: Any,
-            port: int, args: tuple, queue) -> None:
+            port: int, args: bytes, queue) -> None:
     torch.set_num_threads(max(1, (os.cpu_count() or 1) // world_size))
     ctx = init_process_group(rank, world_size, backend=backend, device=device,
                              master_addr="127.0.0.1", master_port=port)
     try:
-        result = fn(ctx, *args)
+        result = fn(ctx, *pickle.loads(args))
         # plain pickle copies tensors by value (the queue's pickler would share them through file
         # descriptors that vanish when this process exits)
         queue.put((rank, pickle.dumps(result)))
@@ -167,15 +167,18 @@ def launch(fn: Callable[..., Any], world_size: int, *args: Any, backend: str | N
     """Run ``fn(ctx, *args)`` in ``world_size`` spawned local processes; return their results
     ordered by rank.
 
-    ``fn`` must be importable (defined at module level).  Results travel back through a queue,
-    so return small picklable values (CPU tensors, numbers, dicts).  An exception in any process
+    ``fn`` must be importable (defined at module level).  ``args`` are pickled by value, so every
+    process gets its own copy of the tensors and modules in them (the spawn pickler would
+    otherwise put them in shared memory, and all processes would update the same parameters).
+    Results travel back through a queue, so return small picklable values (CPU tensors, numbers,
+    dicts).  An exception in any process
     is re-raised here (``torch.multiprocessing.ProcessRaisedException``).
     """
     if world_size < 1:
         raise ValueError(f"world_size must be >= 1, got {world_size}")
     port = port or free_port()
     queue = mp.get_context("spawn").SimpleQueue()
-    pc = mp.spawn(_worker, args=(fn, world_size, backend, device, port, args, queue),
+    pc = mp.spawn(_worker, args=(fn, world_size, backend, device, port, pickle.dumps(args), queue),
                   nprocs=world_size, join=False)
     results: dict[int, Any] = {}
     while True:
