@@ -33,7 +33,9 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 import torch  # noqa: E402
 from benchlib import git_commit, record, write_results  # noqa: E402
 
-CONFIGS = {"napkin-mnist": "compare_napkin_mnist_fast", "frontdoor-mnist": "compare_frontdoor_mnist_fast"}
+CONFIGS = {"napkin-mnist": "compare_napkin_mnist_fast", "frontdoor-mnist": "compare_frontdoor_mnist_fast",
+           "napkin-mnist-2k": "compare_napkin_mnist_2k"}
+DEFAULT = ["napkin-mnist", "frontdoor-mnist", "covid", "celeba"]  # napkin-mnist-2k on request
 STANDINS = {"covid": "covid-backdoor-standin", "celeba": "celeba-audit-standin"}
 RESULTS = Path(__file__).resolve().parents[1] / "benchmarks" / "results"
 
@@ -67,7 +69,7 @@ def compare_records(res, commit, config_text) -> list[dict]:
 
 def main(argv=None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    ap.add_argument("--only", nargs="+", default=list(CONFIGS) + list(STANDINS),
+    ap.add_argument("--only", nargs="+", default=DEFAULT,
                     help=f"benchmarks to run: {list(CONFIGS) + list(STANDINS)}")
     ap.add_argument("--threads", type=int, default=1)
     ap.add_argument("--device", default=None)
