@@ -61,7 +61,7 @@ def method_config(cfg: dict, method: str, runs: Path, n_hnodes: int) -> dict:
         if method == "ncm":
             tr["image_representation"] = None
     elif method == "pretrained":
-        c.setdefault("model", {})["modules"] = {"I": f"pretrained:{runs / 'pretrained' / 'I.pt'}"}
+        c.setdefault("model", {})["modules"] = {"I": f"pretrained:{runs / 'plugins' / 'I.pt'}"}
     elif method != "modular":
         raise ValueError(f"unknown method {method!r}; known: {METHODS}")
     return c
@@ -148,7 +148,7 @@ def main(argv=None) -> int:
                     "representation": c["train"].get("image_representation") is not None}
             if method == "pretrained":
                 t0 = time.perf_counter()
-                info = pretrain(cfg, "I", runs / name / "pretrained" / "I.pt", progress=False)
+                info = pretrain(cfg, "I", runs / name / "plugins" / "I.pt", progress=False)
                 extra = time.perf_counter() - t0
                 conf["pretrain_seconds"] = round(extra, 1)
                 conf["pretrain_steps"] = info["steps"]
