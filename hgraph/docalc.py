@@ -12,7 +12,7 @@ Every rule reads: given the interventions ``do`` already in place and conditioni
 
 from __future__ import annotations
 
-from .admg import ADMG, as_set
+from .admg import ADMG
 
 __all__ = ["rule1", "rule2", "rule3"]
 

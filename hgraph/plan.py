@@ -56,7 +56,7 @@ from dataclasses import asdict, dataclass, field
 
 import networkx as nx
 
-from .admg import ADMG, GraphError, as_set
+from .admg import ADMG, as_set
 from .hgraph import HGraph, build_hgraph, hgraph_edges, rule2_holds
 
 __all__ = [

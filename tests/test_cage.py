@@ -28,14 +28,6 @@ from whatifgan.cage import (
 )
 
 
-@pytest.fixture(autouse=True)
-def _one_thread():
-    n = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(n)
-
-
 def _sigmoid(x):
     return 1.0 / (1.0 + np.exp(-x))
 

@@ -13,14 +13,6 @@ TINY = {"noise_dim": 4, "conf_dim": 4, "generator_kwargs": {"hidden": [16, 16]},
         "image_kwargs": {"base_channels": 8, "embed_dim": 8, "encoder_channels": [8, 8, 8]}}
 
 
-@pytest.fixture(autouse=True)
-def _one_thread():
-    n = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(n)
-
-
 def _bars(n: int, seed: int = 0):
     """Thickness ~ U{0,1}; Intensity = Thickness w.p. 0.875 (else flipped); the image a vertical bar
     2 px (thin) or 6 px (thick) wide of stroke intensity 100 or 250."""

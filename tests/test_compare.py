@@ -6,19 +6,10 @@ import json
 
 import numpy as np
 import pytest
-import torch
 import yaml
 
 from whatifgan.compare import load_compare_config, run_compare
 from whatifgan.data.image_scms import frontdoor_scm, napkin_scm
-
-
-@pytest.fixture(autouse=True)
-def one_thread():
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)  # tiny models: one thread is fastest on a busy machine
-    yield
-    torch.set_num_threads(threads)
 
 
 def _frontdoor_config(cache) -> dict:

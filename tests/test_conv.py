@@ -23,12 +23,8 @@ from whatifgan.variables import Categorical, Image, VariableSet
 
 
 @pytest.fixture(autouse=True)
-def _one_thread():
-    n = torch.get_num_threads()
-    torch.set_num_threads(1)
+def _seed():
     torch.manual_seed(0)
-    yield
-    torch.set_num_threads(n)
 
 
 def onehot(codes, k):

@@ -16,14 +16,6 @@ from whatifgan.training import TrainConfig, joint_plan, train
 from whatifgan.variables import Categorical, VariableSet
 
 
-@pytest.fixture(autouse=True)
-def _one_thread():
-    n = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(n)
-
-
 def _setup(graph, seed=3, cards=2, n=5000, hidden=(32, 32)):
     g = ADMG.load(graph)
     scm = DiscreteSCM.random(g, cards=cards, seed=seed)
@@ -264,3 +256,28 @@ def test_tiny_image_dcm_trains_and_samples_interventional_images():
     assert s["I"].shape == (6, 1, 28, 28) and (s["D"] == 1).all() and s["A"].shape == (6,)
     with pytest.raises(DataError, match="'I'"):
         train(dcm, [Dataset("obs", {"D": d, "I": img[:, :, :20, :20], "A": a})], TrainConfig(steps=1, progress=False))
+
+
+def test_per_hnode_overrides_set_steps_and_batch_of_one_hnode_only(monkeypatch):
+    import whatifgan.training as training_mod
+
+    g, scm, ds, dcm = _setup("frontdoor", n=600)
+    cfg = TrainConfig.from_dict({**TINY, "steps": 6, "hnodes": {"I": {"steps": 11, "batch_size": 64}}})
+    seen = []
+    real_trainer = training_mod._hnode_trainer
+
+    def spy(dcm_, step, by_name, cfg_, *a, **k):
+        seen.append((step.hnode, cfg_.steps, cfg_.batch_size))
+        return real_trainer(dcm_, step, by_name, cfg_, *a, **k)
+
+    monkeypatch.setattr(training_mod, "_hnode_trainer", spy)
+    res = train(dcm, [ds], cfg)
+    assert seen == [(["I"], 11, 64), (["D", "A"], 6, 128)]
+    assert [s["steps"] for s in res.steps] == [11, 6]
+    # joint training ignores them: one step over everything with the global options
+    assert cfg.for_hnode(["I"]).steps == 11 and TrainConfig.from_dict(
+        {"mode": "joint", "steps": 6, "hnodes": {"I": {"steps": 11}}}).for_hnode(["I"]).steps == 6
+    with pytest.raises(ValueError, match=r"option\(s\) \['mode'\] cannot be set per h-node"):
+        TrainConfig.from_dict({"hnodes": {"I": {"mode": "joint"}}})
+    with pytest.raises(ValueError, match="set 'steps' to different values"):
+        TrainConfig.from_dict({"hnodes": {"D": {"steps": 5}, "A": {"steps": 7}}}).for_hnode(["D", "A"])

@@ -11,11 +11,9 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-torch.set_num_threads(1)
+from hgraph import GraphError
 
-from hgraph import GraphError  # noqa: E402
-
-from whatifgan.diffscm import (  # noqa: E402
+from whatifgan.diffscm import (
     Abduction,
     DiffSCMModel,
     DiffSCMPipeline,
@@ -28,7 +26,7 @@ from whatifgan.diffscm import (  # noqa: E402
     train_anticausal_heads,
     train_diffusion,
 )
-from whatifgan.metrics.counterfactual import (  # noqa: E402
+from whatifgan.metrics.counterfactual import (
     CLD,
     CounterfactualMetrics,
     IMAutoencoders,

@@ -45,15 +45,6 @@ from whatifgan.diffusion import (
 from whatifgan.nn import TimeConditionedClassifier, UNet, build, timestep_embedding
 
 
-@pytest.fixture(autouse=True)
-def _one_thread():
-    """Tiny models: one intra-op thread is fastest and robust to a busy machine."""
-    n = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(n)
-
-
 SCHED = NoiseSchedule.linear()
 TINY = {"base_channels": 8, "channel_mult": (1, 2), "num_res_blocks": 1, "groups": 4}
 

@@ -19,14 +19,6 @@ from whatifgan.training import TrainConfig, _hnode_trainer, _schedule, plan_for,
 from whatifgan.variables import Categorical, VariableSet
 
 
-@pytest.fixture(autouse=True)
-def _one_thread():
-    n = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(n)
-
-
 def _setup():
     """The tiny front-door DCM of tests/test_dcm.py and data from an exact discrete SCM."""
     g = ADMG.load("frontdoor")

@@ -40,14 +40,6 @@ from whatifgan.variables import Categorical, Image, VariableSet
 N = 20_000
 
 
-@pytest.fixture(autouse=True)
-def _one_thread():
-    old = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(old)
-
-
 class Counting(ClassifierBackend):
     """A classifier back end that counts its trainings."""
 

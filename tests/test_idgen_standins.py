@@ -11,14 +11,6 @@ from whatifgan.idgen import EmpiricalBackend, standins
 from whatifgan.variables import Categorical, Image
 
 
-@pytest.fixture(autouse=True)
-def one_thread():
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)  # tiny models: one thread is fastest on a busy machine
-    yield
-    torch.set_num_threads(threads)
-
-
 def _eta(keep: bool, k: int, p: float) -> float:
     """P(eta_p(v) = w) for w == v (keep) or w != v."""
     return (1 - p) * keep + p / k

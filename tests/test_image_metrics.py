@@ -27,8 +27,6 @@ POOL = 8
 
 @pytest.fixture(scope="module")
 def setup(tmp_path_factory):
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)  # tiny models: one thread is fastest on a busy machine
     cache = tmp_path_factory.mktemp("image_metrics")
     data = napkin_mnist(1000, cache_dir=cache, pool_per_class=POOL, progress=False)
     held = data.variant(split="test", n=300)  # unseen base digits
@@ -37,7 +35,6 @@ def setup(tmp_path_factory):
                                       channels=(16, 32, 32), feature_dim=32, cache_dir=cache, progress=False)
     seconds = time.perf_counter() - t0
     yield data, held, clf, cache, seconds
-    torch.set_num_threads(threads)
 
 
 def test_tiny_colour_classifier_beats_chance_widely(setup):

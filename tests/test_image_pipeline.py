@@ -13,7 +13,6 @@ from whatifgan.nn.conv import ConvAutoencoder, ConvCritic, RepresentationCritic
 from whatifgan.training import TrainConfig, _critic
 from whatifgan.representation import uses_representation
 
-torch.set_num_threads(1)
 
 TINY_MODEL = {"noise_dim": 8, "conf_dim": 8, "hidden": [16, 16],
               "image": {"base_channels": 8, "embed_dim": 8, "encoder_channels": [8, 8, 8]},

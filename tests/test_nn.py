@@ -28,15 +28,6 @@ from whatifgan.nn import (
 from whatifgan.variables import Categorical, Continuous, Image, VariableSet
 
 
-@pytest.fixture(autouse=True)
-def _one_thread():
-    """Tiny models: one intra-op thread is fastest and robust to a busy machine."""
-    n = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(n)
-
-
 # ---------------------------------------------------------------------------- variables
 def test_variable_dims_encode_decode():
     c, x, im = Categorical("D", 3), Continuous("Z", 2), Image("I", (1, 4, 4))

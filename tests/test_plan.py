@@ -182,8 +182,6 @@ def _p_do(scm, s, x, targets=()):
 
 def _p_cond(scm, s, x, targets=()):
     """P(S | X, do(targets)) as a factor over S ∪ X ∪ targets."""
-    from hgraph import Factor
-
     x = sorted(set(x) - set(targets))
     targets = sorted(targets)
     if not targets:

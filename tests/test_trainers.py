@@ -32,16 +32,6 @@ from trainers import (
 )
 
 
-@pytest.fixture(autouse=True)
-def _one_thread():
-    """Tiny models: one intra-op thread is fastest and robust to a busy machine (OpenMP threads
-    spin-waiting for a core otherwise slow these tests down by an order of magnitude)."""
-    n = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(n)
-
-
 def _critic(d_in: int, hidden: int = 32) -> nn.Module:
     return nn.Sequential(nn.Linear(d_in, hidden), nn.LeakyReLU(0.2), nn.Linear(hidden, hidden),
                          nn.LeakyReLU(0.2), nn.Linear(hidden, 1))

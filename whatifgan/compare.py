@@ -319,7 +319,7 @@ class _Experiment:
     # ------------------------------------------------------------------ scoring
     def score(self, name: str, samples: Mapping[str, Mapping[str, torch.Tensor]]) -> MethodRun:
         """``samples[label]``: ``{outcome: values, image_var: images}`` raw values."""
-        from .metrics.images import attribute_tvd, fid, image_attributes
+        from .metrics.images import fid, image_attributes
 
         run = MethodRun(name, "", 0.0, 0.0)
         tvds, agrees, fids = [], [], []

@@ -139,7 +139,6 @@ def _cmd_counterfactual(args) -> int:
     import copy
 
     import numpy as np
-    import torch
 
     from .diffscm import load_run, pipeline_from_config, to_model_range
 

@@ -29,8 +29,7 @@ import torch
 from torch import Tensor
 
 from hgraph import Factor
-from hgraph.identify import NotIdentifiable, Query, identify, parse_query
-from hgraph.scm import cf_name
+from hgraph.identify import Query, identify, parse_query
 
 from .dcm import DCM
 from .nn.gumbel import sample_gumbel

@@ -120,6 +120,10 @@ class TrainConfig:
                                      #: (an MLP critic) instead of raw pixels with label planes.
                                      #: ``{code_dim: 10, steps: 1500, batch_size: 64, lr: 1e-3,
                                      #: max_images: 10000, channels: [32, 64, 128]}``; None: raw pixels
+    hnodes: dict | None = None       #: per-h-node overrides (modular training): ``{VAR: {steps: 2000,
+                                     #: batch_size: 32, ...}}`` applies to the h-node that contains VAR
+                                     #: (e.g. more steps for an image h-node than for the labels';
+                                     #: see :data:`HNODE_OPTIONS`); ignored by joint training
 
     @classmethod
     def from_dict(cls, d: Mapping[str, Any] | None) -> "TrainConfig":
@@ -133,7 +137,45 @@ class TrainConfig:
                 d[k] = tuple(d[k])
         if "image_representation" in d:
             d["image_representation"] = check_options(d["image_representation"])
+        if d.get("hnodes") is not None:
+            if not isinstance(d["hnodes"], Mapping):
+                raise ValueError(f"train.hnodes must map a variable to option overrides, got {d['hnodes']!r}")
+            hn = {}
+            for var, over in d["hnodes"].items():
+                if not isinstance(over, Mapping):
+                    raise ValueError(f"train.hnodes.{var}: expected a mapping of options, got {over!r}")
+                bad = sorted(set(over) - set(HNODE_OPTIONS))
+                if bad:
+                    raise ValueError(f"train.hnodes.{var}: option(s) {bad} cannot be set per h-node; "
+                                     f"allowed: {list(HNODE_OPTIONS)}")
+                hn[str(var)] = dict(over)
+            d["hnodes"] = hn
         return cls(**d)
+
+    def for_hnode(self, hnode: Sequence[str]) -> "TrainConfig":
+        """This config with the ``hnodes`` overrides of the variables in ``hnode`` applied (modular
+        training only; an error when two variables of the h-node set one option differently)."""
+        if not self.hnodes or self.mode == "joint":
+            return self
+        over: dict[str, Any] = {}
+        for v in hnode:
+            for k, val in (self.hnodes.get(v) or {}).items():
+                if k in over and over[k] != val:
+                    raise ValueError(f"train.hnodes: variables of the h-node {list(hnode)} set {k!r} to "
+                                     f"different values ({over[k]!r} and {val!r})")
+                over[k] = val
+        if not over:
+            return self
+        for k in ("critic_hidden", "image_critic_channels"):
+            if k in over:
+                over[k] = tuple(over[k])
+        return dataclasses.replace(self, **over)
+
+
+#: options of :class:`TrainConfig` that ``hnodes`` may override for one h-node
+HNODE_OPTIONS = ("steps", "batch_size", "lr", "critic_lr", "n_critic", "gp_lambda", "pac", "critic_hidden",
+                 "image_critic_channels", "t0", "t_min", "anneal_steps", "eval_every", "checkpoint_every",
+                 "time_budget", "early_stop_tvd", "fit_samples", "ema_decay", "lr_decay")
 
 
 @dataclass
@@ -232,11 +274,12 @@ def train(dcm: DCM, datasets: Sequence[Dataset], config: TrainConfig | Mapping |
                                    enabled=run is not None and main)
     result = TrainResult(plan=plan, seconds=0.0)
     t_start = time.perf_counter()
-    schedule = _schedule(cfg)
+    base_cfg, base_schedule = cfg, _schedule(cfg)
 
     reps = representations(dcm, datasets, plan, cfg, run_dir=run if main else None, resume=resume, device=device)
     parallel_done: set[int] = set()
     for step in plan.steps:
+        cfg, schedule = _for_hnode(base_cfg, base_schedule, step.hnode)
         trainable = [v for v in step.hnode if v not in dcm.plugins and v not in step.pretrained]
         info = {"index": step.index, "hnode": step.hnode, "seconds": 0.0, "steps": 0, "skipped": None}
         done_file = run / f"hnode{step.index}.pt" if run is not None else None
@@ -245,7 +288,7 @@ def train(dcm: DCM, datasets: Sequence[Dataset], config: TrainConfig | Mapping |
             result.steps.append(info)
             continue
         if cfg.parallel_hnodes > 1 and step.index not in parallel_done:
-            parallel_done |= _train_stage_in_parallel(dcm, datasets, cfg, plan, step, run, resume)
+            parallel_done |= _train_stage_in_parallel(dcm, datasets, base_cfg, plan, step, run, resume)
         if done_file is not None and done_file.exists() and (resume or step.index in parallel_done):
             ck = load_checkpoint(done_file)
             if ck.get("hnode") != step.hnode:
@@ -324,7 +367,7 @@ def train(dcm: DCM, datasets: Sequence[Dataset], config: TrainConfig | Mapping |
     result.seconds = time.perf_counter() - t_start
     logger.flush()
     if run is not None and save and main:
-        save_model(dcm, run, plan=plan, datasets=datasets, config=cfg)
+        save_model(dcm, run, plan=plan, datasets=datasets, config=base_cfg)
     if ctx is not None:
         ctx.barrier()
     return result
@@ -333,6 +376,12 @@ def train(dcm: DCM, datasets: Sequence[Dataset], config: TrainConfig | Mapping |
 def _schedule(cfg: TrainConfig) -> TemperatureSchedule:
     anneal = cfg.anneal_steps or max(1, (2 * cfg.steps) // 3)
     return TemperatureSchedule.reaching(anneal, t0=cfg.t0, t_min=cfg.t_min)
+
+
+def _for_hnode(cfg: TrainConfig, schedule: TemperatureSchedule, hnode) -> tuple[TrainConfig, TemperatureSchedule]:
+    """The config and temperature schedule of one h-node (``TrainConfig.hnodes`` overrides)."""
+    hcfg = cfg.for_hnode(hnode)
+    return (cfg, schedule) if hcfg is cfg else (hcfg, _schedule(hcfg))
 
 
 def _finish_hnode(dcm: DCM, trainable, schedule: TemperatureSchedule, cfg: TrainConfig) -> None:
@@ -505,11 +554,12 @@ def _train_spawned(dcm, datasets, cfg, *, plan, run_dir, resume, evaluator, logg
     dcm.load_state_dict(out["state"])
     dcm.to(device)
     result = out["result"]
-    schedule = _schedule(cfg)
+    base_schedule = _schedule(cfg)
     for s in result.steps:  # trained (or loaded) mechanisms: final temperature, frozen
         if s.get("skipped") in (None, "checkpoint"):
             pre = result.plan.steps[s["index"]].pretrained
-            _finish_hnode(dcm, [v for v in s["hnode"] if v not in dcm.plugins and v not in pre], schedule, cfg)
+            hcfg, schedule = _for_hnode(cfg, base_schedule, s["hnode"])
+            _finish_hnode(dcm, [v for v in s["hnode"] if v not in dcm.plugins and v not in pre], schedule, hcfg)
     dcm.eval()
     return result
 

@@ -543,7 +543,7 @@ def train_attribute_classifier(data: CelebAStandIn, held_out: CelebAStandIn | No
     x = torch.as_tensor(data.columns["I1"]).float().div(127.5).sub(1.0)
     labels = {"female": 1 - data.columns["sex_attr"], "young": data.columns["young_attr"],
               "digit": data.columns["digit"]}
-    models, acc = {}, {}
+    models = {}
     g = np.random.default_rng(seed)
     for k, y in labels.items():
         torch.manual_seed(seed)
@@ -618,7 +618,7 @@ def celeba_benchmark(config=None, *, device: str | None = None, figure_dir=None)
     recs = [{"method": "attribute-classifier", "metric": f"accuracy_{k}", "query": "held-out faces", "value": v,
              "seconds": clf_s, "config": conf} for k, v in clf.accuracy.items()]
     bias = float(cfg.get("bias", 0.6))
-    translators = {"rule-faithful": (rule_translator(0.0), 0.0), f"rule-biased": (rule_translator(bias), bias)}
+    translators = {"rule-faithful": (rule_translator(0.0), 0.0), "rule-biased": (rule_translator(bias), bias)}
     tcfg = dict(cfg.get("translator") or {})
     t0 = time.perf_counter()
     learned = train_translator(data, bias=float(tcfg.get("bias", 1.0)), steps=int(tcfg.get("steps", 400)),

@@ -677,7 +677,6 @@ class RepresentationCritic(nn.Module):
         """``(B, feature_dim)``: per sample, the codes of the images and the low-dimensional
         values, in ``keys`` order (unpacked)."""
         if isinstance(x, Mapping):
-            b = next(iter(x.values())).shape[0]
             parts = {k: x[k].reshape(-1, self.sizes[k]) for k in self.keys}
         else:
             flat = x.reshape(x.shape[0], -1)
