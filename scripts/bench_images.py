@@ -10,7 +10,8 @@
    * ``pretrained``: P(I | D) trained on its own and saved (``whatifgan pretrain``), then the rest of
      the DCM trained with it frozen (``model.modules: {I: "pretrained:<path>"}``).
 
-   Joint runs get the same total number of generator steps as the modular run (steps x h-nodes).
+   Joint runs get the same total number of generator steps as the modular run (the sum over its
+   h-nodes, per-h-node ``train.hnodes`` overrides included).
    Reported: TVD of P(D, A) and P(A | do(D)) against the exact twin, TVD of P(I_digit | do(D))
    read off the generated images, the share of do(D=d) images classified as digit d, FID (locally
    trained digit features) and the training wall time.
@@ -46,18 +47,23 @@ from benchlib import git_commit, record, write_results  # noqa: E402
 
 from whatifgan.pipelines.dcm_experiment import (build_datasets, build_source, load_config, pretrain,  # noqa: E402
                                                 run)
+from whatifgan.training import TrainConfig  # noqa: E402
 
 METHODS = ["modular", "rep", "ncm", "pretrained"]
 IMG = " [images]"  # suffix of queries read off generated images
 
 
-def method_config(cfg: dict, method: str, runs: Path, n_hnodes: int) -> dict:
-    """The experiment config of one method (see the module docstring)."""
+def method_config(cfg: dict, method: str, runs: Path, hnodes: list) -> dict:
+    """The experiment config of one method (see the module docstring). ``hnodes``: the h-nodes of
+    the modular plan; joint methods get the sum of their steps (``train.hnodes`` overrides
+    included) in total."""
     c = copy.deepcopy(cfg)
     tr = c.setdefault("train", {})
     if method in ("rep", "ncm"):
+        base = TrainConfig.from_dict({k: v for k, v in tr.items() if k != "image_representation"})
         tr["mode"] = "joint"
-        tr["steps"] = int(tr.get("steps", 2000)) * n_hnodes
+        tr["steps"] = sum(base.for_hnode(h).steps for h in hnodes)
+        tr.pop("hnodes", None)
         if method == "ncm":
             tr["image_representation"] = None
     elif method == "pretrained":
@@ -105,7 +111,7 @@ def main(argv=None) -> int:
     ap.add_argument("--methods", nargs="+", default=METHODS, choices=METHODS)
     ap.add_argument("--skip-frontdoor", action="store_true")
     ap.add_argument("--skip-cmnist2", action="store_true")
-    ap.add_argument("--steps", type=int, help="override the generator steps per h-node")
+    ap.add_argument("--steps", type=int, help="override train.steps (train.hnodes overrides still apply)")
     ap.add_argument("--threads", type=int, default=1)
     ap.add_argument("--device", default=None)
     ap.add_argument("--out", default="benchmarks/results/images.json")
@@ -129,22 +135,27 @@ def main(argv=None) -> int:
             kept = [r for r in json.loads(Path(args.out).read_text()) if (r["benchmark"], r["method"]) not in done]
         write_results(args.out, kept + records)
 
-    if not args.skip_frontdoor:
-        cfg = load_config(args.frontdoor)
+    def load(config: str) -> dict:
+        cfg = load_config(config)
         if args.steps:
             cfg.setdefault("train", {})["steps"] = args.steps
         if args.device:
             cfg.setdefault("train", {})["device"] = args.device
+        return cfg
+
+    if not args.skip_frontdoor:
+        cfg = load(args.frontdoor)
         name = cfg["name"]
         from hgraph import training_plan
 
         g, scm = build_source(cfg)
-        n_hnodes = len([s for s in training_plan(g, [d.spec() for d in build_datasets(cfg, scm, g)]).steps if s.uses])
+        hnodes = [s.hnode for s in training_plan(g, [d.spec() for d in build_datasets(cfg, scm, g)]).steps if s.uses]
         for method in args.methods:
-            c = method_config(cfg, method, runs / name, n_hnodes)
+            c = method_config(cfg, method, runs / name, hnodes)
             extra = 0.0
             conf = {"config": args.frontdoor, "mode": c["train"].get("mode"), "steps": c["train"].get("steps"),
-                    "batch_size": c["train"].get("batch_size"), "n_critic": c["train"].get("n_critic"),
+                    "hnodes": c["train"].get("hnodes"), "batch_size": c["train"].get("batch_size"),
+                    "n_critic": c["train"].get("n_critic"),
                     "representation": c["train"].get("image_representation") is not None}
             if method == "pretrained":
                 t0 = time.perf_counter()
@@ -164,11 +175,7 @@ def main(argv=None) -> int:
             done.add((name, method))
             flush()
     if not args.skip_cmnist2:
-        cfg = load_config(args.cmnist2)
-        if args.steps:
-            cfg.setdefault("train", {})["steps"] = args.steps
-        if args.device:
-            cfg.setdefault("train", {})["device"] = args.device
+        cfg = load(args.cmnist2)
         name = cfg["name"]
         run_dir = runs / name / "modular"
         if run_dir.exists():

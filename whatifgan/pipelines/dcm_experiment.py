@@ -228,8 +228,9 @@ def pretrain(config, variable: str, out: str | Path, *, steps: int | None = None
     tr = dict(cfg.get("train") or {})
     tr["mode"] = "modular"
     tr.pop("image_representation", None)  # a single h-node: no mixed critic
-    if steps:
+    if steps:  # the given steps win over a train.hnodes override
         tr["steps"] = int(steps)
+        tr["hnodes"] = {v: {k: x for k, x in o.items() if k != "steps"} for v, o in (tr.get("hnodes") or {}).items()}
     if device:
         tr["device"] = device
     seed = int(cfg.get("seed", 0))
@@ -402,15 +403,14 @@ def run(config, run_dir: str | Path | None = None, *, mode: str | None = None, r
         forced = evaluate(dcm, scm, refused, sampler, n=n_eval, force=True)
     else:
         forced = {}
-    time_to_target = {}
-    for q in queries:
-        t_hit = None
+    def first_hit(q):  # training time at which q first reached the target, every h-node trained
         for h in result.history:
             v = h.get(q)
             if v is not None and v == v and v <= target and _all_trained(h, result):
-                t_hit = h["_train_time"]
-                break
-        time_to_target[q] = t_hit
+                return h["_train_time"]
+        return None
+
+    time_to_target = {q: first_hit(q) for q in queries}
     report = {
         "name": cfg.get("name"), "mode": tcfg.mode, "train_seconds": result.seconds - eval_time[0],
         "tvd": {q: (final[q] if final[q] == final[q] else forced[q]) for q in queries},
@@ -425,14 +425,7 @@ def run(config, run_dir: str | Path | None = None, *, mode: str | None = None, r
         report.update(img)
         report["classifier_accuracy"] = dict(clf.accuracy)
         report["image_eval_seconds"] = time.perf_counter() - t0
-        for q in image_queries:
-            t_hit = None
-            for h in result.history:
-                v = h.get(q)
-                if v is not None and v == v and v <= target and _all_trained(h, result):
-                    t_hit = h["_train_time"]
-                    break
-            report["time_to_target"][q] = t_hit
+        report["time_to_target"].update({q: first_hit(q) for q in image_queries})
     if run is not None:
         (run / "report.json").write_text(json.dumps(report, indent=1, default=str))
         try:
@@ -487,7 +480,8 @@ def plot_history(history, queries, path, title=""):
     ax.set_ylabel("TVD to exact answer")
     ax.set_yscale("log")
     ax.set_title(title, fontsize=9)
-    ax.legend(fontsize=7)
+    if ax.get_legend_handles_labels()[0]:
+        ax.legend(fontsize=7)
     fig.tight_layout()
     fig.savefig(path, dpi=110)
     plt.close(fig)
