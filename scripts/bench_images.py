@@ -184,7 +184,7 @@ def main(argv=None) -> int:
         rep = run(cfg, run_dir, progress=False)
         _copy_figures(run_dir, out_dir, name, "modular")
         conf = {"config": args.cmnist2, "mode": "modular", "steps": cfg["train"].get("steps"),
-                "batch_size": cfg["train"].get("batch_size")}
+                "batch_size": cfg["train"].get("batch_size"), "hnodes": cfg["train"].get("hnodes")}
         records.extend(_records(name, "modular", rep, conf, commit))
         done.add((name, "modular"))
         flush()

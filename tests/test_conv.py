@@ -52,6 +52,28 @@ def test_generator_shapes_and_range(shape):
     assert v.min() >= 0 and v.max() <= 1
 
 
+@pytest.mark.parametrize("shape", [(3, 28, 28), (1, 32, 32)])
+def test_cond_layers_feed_the_parents_to_every_layer(shape):
+    """With ``cond_layers`` the parents reach the image even when the first linear map ignores
+    them; without it they reach it only through that map."""
+    d = {"D": onehot([0, 1, 0, 1], 2)}
+    noise = torch.randn(1, 8).expand(4, 8)  # same noise: rows differ only through D
+    for cond_layers in (False, True):
+        g = ConvGenerator(shape=shape, noise_dim=8, parent_dims={"D": 2}, base_channels=8,
+                          cond_layers=cond_layers)
+        g.eval()
+        with torch.no_grad():
+            g.decoder.fc.weight[:, 8:] = 0.0  # the first linear map no longer sees D
+            x = g(d, noise).value
+        assert x.shape == (4, *shape)
+        differs = not torch.allclose(x[0], x[1])
+        assert differs == cond_layers and torch.allclose(x[0], x[2]) and torch.allclose(x[1], x[3])
+    # no parents: nothing to feed, an ordinary decoder
+    assert ConvGenerator(shape=shape, noise_dim=8, base_channels=8, cond_layers=True).decoder.cond_dim == 0
+    with pytest.raises(ValueError, match="conditions every layer"):
+        g.decoder(torch.randn(4, 10))
+
+
 def test_generator_protocol_errors_and_image_parents():
     g = ConvGenerator(shape=(3, 28, 28), noise_dim=8, parent_dims={"D": 2, "X": (3, 28, 28)},
                       base_channels=16, embed_dim=16)

