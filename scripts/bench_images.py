@@ -8,7 +8,9 @@
    * ``rep``: WhatIfGAN-rep, joint training (one loss over all variables) with the same RI critic;
    * ``ncm``: NCM-style joint training, one conv critic over the raw images with label planes;
    * ``pretrained``: P(I | D) trained on its own and saved (``whatifgan pretrain``), then the rest of
-     the DCM trained with it frozen (``model.modules: {I: "pretrained:<path>"}``).
+     the DCM trained with it frozen (``model.modules: {I: "pretrained:<path>"}``);
+   * ``modular-pixel``: modular, but the [D, A] critic compares raw pixels with label planes
+     (``image_representation: null``) instead of ``P(D, A, RI)``.
 
    Joint runs get the same total number of generator steps as the modular run (the sum over its
    h-nodes, per-h-node ``train.hnodes`` overrides included).
@@ -49,7 +51,7 @@ from whatifgan.pipelines.dcm_experiment import (build_datasets, build_source, lo
                                                 run)
 from whatifgan.training import TrainConfig  # noqa: E402
 
-METHODS = ["modular", "rep", "ncm", "pretrained"]
+METHODS = ["modular", "rep", "ncm", "pretrained", "modular-pixel"]
 IMG = " [images]"  # suffix of queries read off generated images
 
 
@@ -66,6 +68,8 @@ def method_config(cfg: dict, method: str, runs: Path, hnodes: list) -> dict:
         tr.pop("hnodes", None)
         if method == "ncm":
             tr["image_representation"] = None
+    elif method == "modular-pixel":
+        tr["image_representation"] = None
     elif method == "pretrained":
         c.setdefault("model", {})["modules"] = {"I": f"pretrained:{runs / 'plugins' / 'I.pt'}"}
     elif method != "modular":

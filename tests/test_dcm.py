@@ -281,3 +281,24 @@ def test_per_hnode_overrides_set_steps_and_batch_of_one_hnode_only(monkeypatch):
         TrainConfig.from_dict({"hnodes": {"I": {"mode": "joint"}}})
     with pytest.raises(ValueError, match="set 'steps' to different values"):
         TrainConfig.from_dict({"hnodes": {"D": {"steps": 5}, "A": {"steps": 7}}}).for_hnode(["D", "A"])
+
+
+def test_mechanisms_train_in_training_mode_after_evaluations():
+    """Evaluators put the DCM in eval mode; every training step must still run the h-node's
+    mechanisms in training mode (BatchNorm with batch statistics), in every h-node."""
+    g, scm, ds, dcm = _setup("frontdoor", n=600)
+    modes = []
+
+    def record(module, args):
+        if torch.is_grad_enabled() and any(p.requires_grad for p in module.parameters()):
+            modes.append(module.training)
+
+    for v in dcm.mechanisms:
+        dcm.mechanisms[v].register_forward_pre_hook(record)
+
+    def evaluator(m):
+        m.eval()
+        return {"x": 0.0}
+
+    train(dcm, [ds], TrainConfig(**{**TINY, "steps": 6, "eval_every": 2}), evaluator=evaluator)
+    assert modes and all(modes), f"{modes.count(False)} of {len(modes)} training forwards in eval mode"

@@ -309,7 +309,7 @@ def train(dcm: DCM, datasets: Sequence[Dataset], config: TrainConfig | Mapping |
             hits = {"n": 0}
 
             def fit_hook(tr, fit=fit, hits=hits, ema=ema):
-                with _averaged(ema):
+                with _averaged(ema, dcm):
                     gap, floor = fit()
                 if ctx is not None:  # every rank takes the same decision
                     gap = ctx.mean(gap)
@@ -321,7 +321,7 @@ def train(dcm: DCM, datasets: Sequence[Dataset], config: TrainConfig | Mapping |
             trainer.add_hook(fit_hook, every=cfg.eval_every or 50, name="data_fit")
         if evaluator is not None and cfg.eval_every and main:
             def hook(tr, step=step, ema=ema):
-                with _averaged(ema):
+                with _averaged(ema, dcm):
                     m = dict(evaluator(dcm))
                 result.history.append({"time": time.perf_counter() - t_start, "step": tr.step,
                                        "hnode": step.index, **m})
@@ -339,6 +339,7 @@ def train(dcm: DCM, datasets: Sequence[Dataset], config: TrainConfig | Mapping |
                     tr.request_stop()
 
             trainer.add_hook(budget, every=1, name="time_budget")
+        dcm.train()  # the h-node's mechanisms train in training mode (frozen ones stay in eval mode)
         trainer.train()
         if ema is not None:  # the averaged weights are the trained model
             ema.copy_to()
@@ -637,18 +638,23 @@ class _EMA:
 
 
 class _averaged:
-    """Context: the trained mechanisms temporarily hold their averaged weights."""
+    """Context for evaluations during training: the trained mechanisms temporarily hold their
+    averaged weights, and the DCM's training mode is restored afterwards (evaluators put the
+    model in eval mode; training must not go on with frozen BatchNorm statistics)."""
 
-    def __init__(self, ema):
-        self.ema = ema
+    def __init__(self, ema, dcm: DCM | None = None):
+        self.ema, self.dcm = ema, dcm
 
     def __enter__(self):
+        self.was = self.dcm.training if self.dcm is not None else None
         if self.ema is not None:
             self.ema.swap()
 
     def __exit__(self, *exc):
         if self.ema is not None:
             self.ema.swap()
+        if self.dcm is not None:
+            self.dcm.train(self.was)
 
 
 class _DataFit:
