@@ -304,6 +304,11 @@ class WGANGPTrainer(LoopTrainer):
                             f"tensors, got {type(batch).__name__}")
         return move_to_device(dict(batch), self.device)
 
+    def fake_batch(self, i: int) -> Batch:
+        """A generated batch for dataset ``i`` (the sampler applied to the next real batch), e.g.
+        to recompute BatchNorm statistics of the generator after training."""
+        return self._sample(self._next_real(i), i)
+
     def _sample(self, real: Batch, i: int) -> Batch:
         fake = self.sampler(real, i)
         name = self.dataset_names[i]

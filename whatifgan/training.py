@@ -343,6 +343,7 @@ def train(dcm: DCM, datasets: Sequence[Dataset], config: TrainConfig | Mapping |
         trainer.train()
         if ema is not None:  # the averaged weights are the trained model
             ema.copy_to()
+            _recalibrate_batchnorm(dcm, trainable, trainer)
         trainer.logger.flush()
         if ctx is not None and ctx.world_size > 1:
             _broadcast_buffers([dcm.mechanisms[v] for v in trainable])
@@ -635,6 +636,31 @@ class _EMA:
     def copy_to(self) -> None:
         for a, p in zip(self.avg.parameters(), self.module.parameters()):
             p.copy_(a)
+
+
+@torch.no_grad()
+def _recalibrate_batchnorm(dcm: DCM, trainable, trainer, batches: int = 20) -> None:
+    """BatchNorm running statistics for the averaged weights (as ``update_bn`` of stochastic
+    weight averaging): the statistics tracked during training belong to the live weights, not to
+    their moving average. Cumulative averages over ``batches`` generated batches per dataset."""
+    bns = [m for v in trainable for m in dcm.mechanisms[v].modules()
+           if isinstance(m, torch.nn.modules.batchnorm._BatchNorm) and m.track_running_stats]
+    if not bns:
+        return
+    momenta = [m.momentum for m in bns]
+    for m in bns:
+        m.reset_running_stats()
+        m.momentum = None
+    was = dcm.training
+    dcm.train()
+    try:
+        for _ in range(batches):
+            for i in range(len(trainer.loaders)):
+                trainer.fake_batch(i)
+    finally:
+        for m, mom in zip(bns, momenta):
+            m.momentum = mom
+        dcm.train(was)
 
 
 class _averaged:

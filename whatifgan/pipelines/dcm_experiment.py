@@ -169,7 +169,7 @@ def build_datasets(cfg: Mapping, scm: DiscreteSCM, g: ADMG) -> list[Dataset]:
 
 
 def build_model(cfg: Mapping, g: ADMG, scm: DiscreteSCM, plugins=None) -> DCM:
-    """The DCM of a config. ``model``: ``noise_dim``, ``conf_dim``, ``hidden`` (MLP mechanisms),
+    """The DCM of a config. ``model``: ``noise_dim``, ``conf_dim``, ``hidden`` and ``batchnorm`` (MLP mechanisms),
     ``image`` / ``image_child`` (keyword arguments of the conv generator of image variables and of
     the conv classifier of their children), ``plugins: {var: path | {path, arch, arch_kwargs}}`` and
     ``modules: {var: "pretrained:<path>"}`` (a mechanism saved by :func:`pretrain`, frozen)."""
@@ -180,6 +180,8 @@ def build_model(cfg: Mapping, g: ADMG, scm: DiscreteSCM, plugins=None) -> DCM:
     else:
         variables = VariableSet([Categorical(v, int(scm.cards[v])) for v in g.nodes])
     gkw = {"hidden": tuple(m.get("hidden", (256, 256)))}
+    if "batchnorm" in m:  # BatchNorm in the MLP mechanisms (default on, as in the paper)
+        gkw["batchnorm"] = bool(m["batchnorm"])
     plugins = dict(plugins or {})
     from ..nn.registry import PretrainedModule
 
