@@ -62,7 +62,7 @@ def method_config(cfg: dict, method: str, runs: Path, hnodes: list) -> dict:
     c = copy.deepcopy(cfg)
     tr = c.setdefault("train", {})
     if method in ("rep", "ncm"):
-        base = TrainConfig.from_dict({k: v for k, v in tr.items() if k != "image_representation"})
+        base = TrainConfig.from_dict(tr)
         tr["mode"] = "joint"
         tr["steps"] = sum(base.for_hnode(h).steps for h in hnodes)
         tr.pop("hnodes", None)

@@ -150,13 +150,11 @@ class ConvDecoder(nn.Module):
         self.bn0 = nn.BatchNorm2d(widths[0]) if batchnorm else nn.Identity()
         self.cond_dim = int(cond_dim)
         k = self.cond_dim
-        stages = [nn.Sequential(nn.ConvTranspose2d(a + k, b, 4, stride=2, padding=1),
-                                nn.BatchNorm2d(b) if batchnorm else nn.Identity(), nn.ReLU())
-                  for a, b in zip(widths[:-1], widths[1:])]
-        if k:
-            self.stages = nn.ModuleList(stages)
-        else:  # one Sequential (the parameter names of saved plug-ins)
-            self.ups = nn.Sequential(*[m for st in stages for m in st])
+        ups: list[nn.Module] = []  # stages of (transposed conv, norm, ReLU)
+        for a, b in zip(widths[:-1], widths[1:]):
+            ups += [nn.ConvTranspose2d(a + k, b, 4, stride=2, padding=1),
+                    nn.BatchNorm2d(b) if batchnorm else nn.Identity(), nn.ReLU()]
+        self.ups = nn.Sequential(*ups)
         self.out = nn.Conv2d(widths[-1] + k, c, 3, padding=1)
         lo, hi = (float(v) for v in value_range)
         if not lo < hi:
@@ -173,8 +171,8 @@ class ConvDecoder(nn.Module):
             def planes(x):
                 return torch.cat([x, cond[:, :, None, None].expand(-1, -1, x.shape[2], x.shape[3])], dim=1)
 
-            for st in self.stages:
-                x = st(planes(x))
+            for i in range(0, len(self.ups), 3):
+                x = self.ups[i:i + 3](planes(x))
             x = planes(x)
         else:
             x = self.ups(x)
