@@ -7,6 +7,7 @@ met (null if never). Writes ``benchmarks/results/dcm.json``, a TVD-curve PNG per
 markdown table.
 
     python scripts/bench_dcm.py [--configs frontdoor_discrete napkin_discrete ...] [--steps N]
+                                [--set model.batchnorm=false ...]
 """
 
 from __future__ import annotations
@@ -33,6 +34,8 @@ def main(argv=None) -> int:
     ap.add_argument("--configs", nargs="+", default=DEFAULT)
     ap.add_argument("--modes", nargs="+", default=["modular", "joint"])
     ap.add_argument("--steps", type=int, help="override steps per h-node (joint: total = steps x #h-nodes)")
+    ap.add_argument("--set", nargs="+", default=[], metavar="KEY=VALUE",
+                    help="override config entries of every run, e.g. model.batchnorm=false (YAML values)")
     ap.add_argument("--threads", type=int, default=1)
     ap.add_argument("--out", default="benchmarks/results/dcm.json")
     ap.add_argument("--runs", default="benchmarks/results/dcm_runs")
@@ -54,6 +57,8 @@ def main(argv=None) -> int:
         cfg = load_config(name)
         if args.steps:
             cfg.setdefault("train", {})["steps"] = args.steps
+        for item in args.set:
+            _set(cfg, item)
         reports = {}
         for mode in args.modes:
             c = dict(cfg)
@@ -73,6 +78,8 @@ def main(argv=None) -> int:
                 shutil.copy(run_dir / "tvd.png", Path(args.out).parent / f"dcm_{cfg['name']}_{mode}.png")
             reports[mode] = rep
             conf = f"{name}: steps={c['train'].get('steps')}, batch={c['train'].get('batch_size')}"
+            if args.set:
+                conf += ", " + ", ".join(args.set)
             for q, v in rep["tvd"].items():
                 records.append(record(cfg["name"], mode, "tvd", q, v, rep["time_to_target"].get(q), conf, commit))
             records.append(record(cfg["name"], mode, "train_seconds", None, rep["train_seconds"],
@@ -115,6 +122,22 @@ def print_table(records) -> None:
               f"{_s(js) if 'joint' in m else '-'} |")
     for b, r in ratios.items():
         print(f"| {b} | time ratio modular/joint (all queries) | | | {'%.2f' % r if r is not None else 'n/a'} | |")
+
+
+def _set(cfg: dict, item: str) -> None:
+    """``a.b=value``: set ``cfg[a][b]`` to the YAML-parsed value (creating the dicts on the way)."""
+    import yaml
+
+    key, sep, raw = item.partition("=")
+    if not sep or not key:
+        raise SystemExit(f"--set expects KEY=VALUE, got {item!r}")
+    *path, last = key.split(".")
+    node = cfg
+    for k in path:
+        node = node.setdefault(k, {})
+        if not isinstance(node, dict):
+            raise SystemExit(f"--set {item!r}: {k!r} is not a mapping in the config")
+    node[last] = yaml.safe_load(raw)
 
 
 def _v(x):
