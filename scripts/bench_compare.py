@@ -8,6 +8,9 @@ stand-in experiments.
   ``Y`` to the exact ``P(Y.color | do(X))`` (uniform), mean over the two images; also
   ``digit_agreement`` (truth 0.91), ``fid`` (local digit-classifier features), ``train_seconds``,
   ``samples_per_second`` and the colour distribution ``P(Y_color=k)`` per image.
+* ``napkin-mnist-2k`` / ``napkin-mnist-gan`` (on request): the same with 2,000 diffusion steps
+  per image model (``idgen``, ``cond``) / with conditional WGAN-GP image models (``idgen-gan``,
+  ``cond-gan``): the two sides of GAN versus diffusion on the napkin data.
 * ``frontdoor-mnist`` (``compare_frontdoor_mnist_fast.yaml``): ``P(A | do(D))`` on the front-door
   Colored-MNIST with the image mediator's model swapped (diffusion, WGAN-GP, empirical) and the
   outcome's (classifier, WGAN-GP); ``cond`` and ``whatifgan`` baselines.
@@ -34,8 +37,8 @@ import torch  # noqa: E402
 from benchlib import git_commit, record, write_results  # noqa: E402
 
 CONFIGS = {"napkin-mnist": "compare_napkin_mnist_fast", "frontdoor-mnist": "compare_frontdoor_mnist_fast",
-           "napkin-mnist-2k": "compare_napkin_mnist_2k"}
-DEFAULT = ["napkin-mnist", "frontdoor-mnist", "covid", "celeba"]  # napkin-mnist-2k on request
+           "napkin-mnist-2k": "compare_napkin_mnist_2k", "napkin-mnist-gan": "compare_napkin_mnist_gan"}
+DEFAULT = ["napkin-mnist", "frontdoor-mnist", "covid", "celeba"]  # napkin-mnist-2k/-gan on request
 STANDINS = {"covid": "covid-backdoor-standin", "celeba": "celeba-audit-standin"}
 RESULTS = Path(__file__).resolve().parents[1] / "benchmarks" / "results"
 

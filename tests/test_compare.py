@@ -8,7 +8,7 @@ import numpy as np
 import pytest
 import yaml
 
-from whatifgan.compare import load_compare_config, run_compare
+from whatifgan.compare import CONFIG_DIR, _backend, load_compare_config, run_compare
 from whatifgan.data.image_scms import frontdoor_scm, napkin_scm
 
 
@@ -75,8 +75,14 @@ def test_config_errors_name_the_problem(tmp_path):
         load_compare_config({k: v for k, v in cfg.items() if k != "query"})
     with pytest.raises(FileNotFoundError, match="no compare config"):
         load_compare_config("no_such_config")
-    for name in ("compare_napkin_mnist_fast", "compare_frontdoor_mnist_fast"):
-        assert load_compare_config(name)["methods"]
+    shipped = sorted(p.stem for p in CONFIG_DIR.glob("compare_*.yaml"))
+    assert {"compare_napkin_mnist_fast", "compare_frontdoor_mnist_fast"} <= set(shipped)
+    for name in shipped:  # every shipped compare config loads and its back ends build
+        cfg = load_compare_config(name)
+        for m in cfg["methods"]:
+            for spec in (m.get("backends") or {}).values():
+                assert _backend(spec, cfg.get("backends") or {}).name in ("diffusion", "wgan", "classifier",
+                                                                          "empirical", "pretrained")
 
 
 @pytest.mark.slow
