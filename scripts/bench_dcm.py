@@ -137,7 +137,13 @@ def _set(cfg: dict, item: str) -> None:
         node = node.setdefault(k, {})
         if not isinstance(node, dict):
             raise SystemExit(f"--set {item!r}: {k!r} is not a mapping in the config")
-    node[last] = yaml.safe_load(raw)
+    value = yaml.safe_load(raw)
+    if isinstance(value, str):  # YAML 1.1 reads "1e-4" as a string
+        try:
+            value = float(value)
+        except ValueError:
+            pass
+    node[last] = value
 
 
 def _v(x):
