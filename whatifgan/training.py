@@ -668,19 +668,18 @@ class _averaged:
     averaged weights, and the DCM's training mode is restored afterwards (evaluators put the
     model in eval mode; training must not go on with frozen BatchNorm statistics)."""
 
-    def __init__(self, ema, dcm: DCM | None = None):
+    def __init__(self, ema, dcm: DCM):
         self.ema, self.dcm = ema, dcm
 
     def __enter__(self):
-        self.was = self.dcm.training if self.dcm is not None else None
+        self.was = self.dcm.training
         if self.ema is not None:
             self.ema.swap()
 
     def __exit__(self, *exc):
         if self.ema is not None:
             self.ema.swap()
-        if self.dcm is not None:
-            self.dcm.train(self.was)
+        self.dcm.train(self.was)
 
 
 class _DataFit:
